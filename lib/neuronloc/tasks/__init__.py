@@ -1,0 +1,19 @@
+"""Questions, tasks, prompt rendering, QATT and data-set loaders."""
+from .core import (
+    LETTERS,
+    MCQuestion,
+    Task,
+    TaskError,
+    fixed_options,
+    label_token_ids,
+    proxy_orders,
+    qatt,
+    render,
+    sample_distractors,
+    with_distractors,
+)
+
+__all__ = [
+    "LETTERS", "MCQuestion", "Task", "TaskError", "fixed_options", "label_token_ids",
+    "proxy_orders", "qatt", "render", "sample_distractors", "with_distractors",
+]

@@ -1,0 +1,267 @@
+"""Multiple-choice questions, tasks, prompt rendering and the QATT transform.
+
+Every experiment in the three papers reads a model's answer from the next-token
+logits over single-token option labels (" A", " B", ...). `MCQuestion` is that
+unit; `Task` is a named list of them plus the instruction shared by the task.
+
+QATT (NeuronLLM §3.3) turns an example into 3 *proxies*: the same question with
+its 4 options shuffled (correct answer preserved) and a one-shot demonstration.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+LETTERS = ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J")
+
+
+class TaskError(ValueError):
+    """A question or task that cannot be rendered or read out."""
+
+
+@dataclass(frozen=True)
+class MCQuestion:
+    """One multiple-choice question.
+
+    stem: the question text (already containing the input, e.g. the sentence).
+    options: option texts; `answer` indexes the correct one.
+    labels: the tokens the model answers with, one per option ("A", "B", ...).
+    instruction: role + rules (NeuronLLM QATT) or task instruction (NEG).
+    demonstration: an answered example shown before the question (one-shot).
+    uid: stable id of the source example; proxies of one example share it.
+    style: "mc" lists the options and the model answers with a label letter;
+      "cloze" shows only the stem and the model answers with the option itself
+      (KN/NEG single-token probing), so the labels are the option texts.
+    """
+
+    stem: str
+    options: tuple[str, ...]
+    answer: int
+    labels: tuple[str, ...] = ()
+    instruction: str = ""
+    demonstration: "MCQuestion | None" = None
+    uid: str = ""
+    style: str = "mc"
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "options", tuple(self.options))
+        if self.style not in ("mc", "cloze"):
+            raise TaskError(f"question style must be 'mc' or 'cloze', got {self.style!r}")
+        if self.style == "cloze" and not self.labels:
+            object.__setattr__(self, "labels", self.options)
+        if not self.labels:
+            object.__setattr__(self, "labels", LETTERS[: len(self.options)])
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if len(self.options) < 2:
+            raise TaskError(f"question {self.uid or self.stem[:40]!r}: needs at least 2 options, got {len(self.options)}")
+        if len(self.labels) != len(self.options):
+            raise TaskError(f"question {self.uid or self.stem[:40]!r}: {len(self.labels)} labels for {len(self.options)} options")
+        if not 0 <= self.answer < len(self.options):
+            raise TaskError(f"question {self.uid or self.stem[:40]!r}: answer index {self.answer} out of range for {len(self.options)} options")
+
+    @property
+    def answer_label(self) -> str:
+        return self.labels[self.answer]
+
+    @property
+    def answer_text(self) -> str:
+        return self.options[self.answer]
+
+    def with_options(self, order: Sequence[int]) -> "MCQuestion":
+        """The same question with options permuted: new option k = old option order[k]."""
+        order = list(order)
+        if sorted(order) != list(range(len(self.options))):
+            raise TaskError(f"not a permutation of {len(self.options)} options: {order}")
+        labels = tuple(self.labels[i] for i in order) if self.style == "cloze" else self.labels
+        return replace(self, options=tuple(self.options[i] for i in order), labels=labels,
+                       answer=order.index(self.answer))
+
+
+@dataclass
+class Task:
+    """A named set of questions (and optionally a pool of demonstrations)."""
+
+    name: str
+    questions: list[MCQuestion]
+    demonstrations: list[MCQuestion] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __iter__(self):
+        return iter(self.questions)
+
+    def __getitem__(self, i):
+        return self.questions[i]
+
+    def head(self, n: int) -> "Task":
+        return replace(self, questions=self.questions[:n])
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _body(question: MCQuestion, with_answer: bool) -> str:
+    if question.style == "cloze":
+        return question.stem + (f" {question.answer_label}" if with_answer else "")
+    options = "\n".join(f"{lab}. {opt}" for lab, opt in zip(question.labels, question.options))
+    text = f"Question: {question.stem}\nOptions:\n{options}\nAnswer:"
+    if with_answer:
+        text += f" {question.answer_label}"
+    return text
+
+
+def render(question: MCQuestion, tokenizer=None, chat: bool = False) -> str:
+    """Prompt text whose next token is the answer label.
+
+    Plain form: instruction, the demonstration (answered), the question, "Answer:".
+    The model answers with " A", " B", ... (label preceded by a space).
+    Chat form (`chat=True`, needs a tokenizer with a chat template): the same text
+    as the user turn; the assistant turn opens with "Answer:" so the read-out
+    token is again " A", " B", ...
+    Cloze questions render as instruction, demonstration and stem only; the
+    read-out token is the option itself (" Paris").
+    """
+    parts = []
+    if question.instruction:
+        parts.append(question.instruction.strip())
+    if question.demonstration is not None:
+        parts.append(_body(question.demonstration, with_answer=True))
+    body = _body(question, with_answer=False)
+    if not chat:
+        return "\n\n".join(parts + [body])
+    if tokenizer is None or getattr(tokenizer, "chat_template", None) is None:
+        raise TaskError("chat=True needs a tokenizer with a chat template; use chat=False for this model")
+    if question.style == "cloze":
+        raise TaskError("cloze questions are plain continuations; render them with chat=False")
+    user = "\n\n".join(parts + [body.rsplit("\nAnswer:", 1)[0]])
+    prefix = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+    )
+    return prefix + "Answer:"
+
+
+def label_token_ids(tokenizer, prompt: str, labels: Sequence[str]) -> list[int]:
+    """Token id of each label as the tokenizer encodes it right after `prompt`.
+
+    The label is read as " X" (space + label). A label that is not exactly one
+    token in that context cannot be read from next-token logits: clear error.
+    """
+    base = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    ids = []
+    for lab in labels:
+        full = tokenizer(prompt + " " + lab, add_special_tokens=True)["input_ids"]
+        extra = full[len(base):]
+        if full[: len(base)] != base or len(extra) != 1:
+            pieces = [tokenizer.decode([t]) for t in (extra or full[-3:])]
+            raise TaskError(
+                f"option label {lab!r} is not a single token after the prompt for this tokenizer "
+                f"(it encodes as {pieces}); use single-token labels such as A/B/C/D"
+            )
+        ids.append(extra[0])
+    if len(set(ids)) != len(ids):
+        raise TaskError(f"option labels {list(labels)} map to duplicate tokens {ids}")
+    return ids
+
+
+# --------------------------------------------------------------------------- QATT
+
+def proxy_orders(n_options: int, answer: int, n_proxies: int, rng: random.Random) -> list[list[int]]:
+    """`n_proxies` distinct option orders; the correct answer lands on distinct
+    positions when there are enough options (so a positional bias cannot make all
+    proxies right by chance)."""
+    positions = rng.sample(range(n_options), k=min(n_proxies, n_options))
+    while len(positions) < n_proxies:
+        positions.append(rng.randrange(n_options))
+    orders, seen = [], set()
+    others = [i for i in range(n_options) if i != answer]
+    for pos in positions:
+        for _ in range(100):
+            rest = others[:]
+            rng.shuffle(rest)
+            order = rest[:pos] + [answer] + rest[pos:]
+            if tuple(order) not in seen:
+                break
+        seen.add(tuple(order))
+        orders.append(order)
+    return orders
+
+
+def qatt(
+    task: Task,
+    n_proxies: int = 3,
+    seed: int = 0,
+    demonstration: MCQuestion | None = None,
+    instruction: str | None = None,
+) -> Task:
+    """QATT transform (NeuronLLM §3.3): every question becomes `n_proxies` proxies
+    with options shuffled (answer preserved) and a one-shot demonstration.
+
+    Proxies of one example share its uid and carry meta["proxy"] = 0..n-1.
+    The demonstration is `demonstration`, else the task's first demonstration.
+    """
+    rng = random.Random(seed)
+    demo = demonstration if demonstration is not None else (task.demonstrations[0] if task.demonstrations else None)
+    proxies = []
+    for j, q in enumerate(task.questions):
+        uid = q.uid or f"{task.name}-{j}"
+        base = replace(q, uid=uid, demonstration=demo if demo is not None else q.demonstration,
+                       instruction=q.instruction if instruction is None else instruction)
+        for t, order in enumerate(proxy_orders(len(q.options), q.answer, n_proxies, rng)):
+            p = base.with_options(order)
+            proxies.append(replace(p, meta={**q.meta, "proxy": t, "example": j}))
+    return replace(task, questions=proxies, meta={**task.meta, "qatt": {"n_proxies": n_proxies, "seed": seed}})
+
+
+# --------------------------------------------------------------------------- distractors
+
+def sample_distractors(
+    answer: str,
+    pool: Sequence[str],
+    k: int,
+    rng: random.Random,
+    weights: Sequence[float] | None = None,
+) -> list[str]:
+    """k distinct distractors from `pool` (excluding the answer), optionally weighted
+    by label frequency (NEG App. F: 'weighted sampling across all tags').
+
+    NeuronLLM App. C.9 NER: 'randomly sample three different entities from other
+    possible entity types'; pass weights=None for that uniform rule.
+    """
+    candidates = [(p, (weights[i] if weights is not None else 1.0)) for i, p in enumerate(pool) if p != answer]
+    uniq = {}
+    for p, w in candidates:
+        uniq[p] = uniq.get(p, 0.0) + w if weights is not None else 1.0
+    if len(uniq) < k:
+        raise TaskError(f"need {k} distractors for {answer!r} but the label pool has only {len(uniq)} other labels")
+    names, ws = list(uniq), list(uniq.values())
+    chosen = []
+    for _ in range(k):
+        pick = rng.choices(range(len(names)), weights=ws, k=1)[0]
+        chosen.append(names.pop(pick))
+        ws.pop(pick)
+    return chosen
+
+
+def with_distractors(
+    stem: str,
+    answer: str,
+    pool: Sequence[str],
+    rng: random.Random,
+    n_options: int = 4,
+    weights: Sequence[float] | None = None,
+    **kwargs,
+) -> MCQuestion:
+    """A question whose options are the answer plus sampled distractors, in random order."""
+    options = [answer] + sample_distractors(answer, pool, n_options - 1, rng, weights)
+    rng.shuffle(options)
+    return MCQuestion(stem=stem, options=tuple(options), answer=options.index(answer), **kwargs)
+
+
+def fixed_options(stem: str, answer: str, options: Sequence[str], **kwargs) -> MCQuestion:
+    """A question with a fixed option list (NeuronLLM sentiment: positive/negative/neutral/not sure)."""
+    if answer not in options:
+        raise TaskError(f"answer {answer!r} is not one of the fixed options {list(options)}")
+    return MCQuestion(stem=stem, options=tuple(options), answer=list(options).index(answer), **kwargs)

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny random models built from configs (no downloads) and the
+embedded SmolLM2-135M model (installed by `make setup`)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neuronloc.models import LM, ModelNotFoundError, from_module, load_model
+
+
+class CharTokenizer:
+    """A tiny byte-level tokenizer for random models: one token per character,
+    id = ord(c) % (vocab - 2) + 2; 0 = pad, 1 = bos. Enough for prompts, labels
+    and left padding."""
+
+    def __init__(self, vocab_size: int = 128):
+        self.vocab_size = vocab_size
+        self.pad_token, self.eos_token = "<pad>", "<eos>"
+        self.pad_token_id, self.eos_token_id, self.bos_token_id = 0, 0, 1
+        self.padding_side = "left"
+        self.chat_template = None
+
+    def _ids(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = [ord(c) % (self.vocab_size - 2) + 2 for c in text]
+        return ([self.bos_token_id] if add_special_tokens else []) + ids
+
+    def __call__(self, texts, add_special_tokens=True, return_tensors=None, padding=False):
+        single = isinstance(texts, str)
+        rows = [self._ids(t, add_special_tokens) for t in ([texts] if single else texts)]
+        if return_tensors is None:
+            return {"input_ids": rows[0] if single else rows}
+        width = max(map(len, rows))
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def encode(self, text, add_special_tokens=True):
+        return self._ids(text, add_special_tokens)
+
+    def decode(self, ids):
+        return "".join(chr(i) if i > 1 else "" for i in ids)
+
+
+def tiny_llama(seed: int = 0, **overrides) -> LM:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+               attn_implementation="eager")
+    cfg.update(overrides)
+    model = LlamaForCausalLM(LlamaConfig(**cfg)).float()
+    return from_module(model, CharTokenizer(cfg["vocab_size"]), name="tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny() -> LM:
+    return tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def smol() -> LM:
+    """The embedded SmolLM2-135M-Instruct model (real weights)."""
+    try:
+        return load_model("smollm2-135m")
+    except ModelNotFoundError as err:
+        pytest.fail(f"embedded model missing ({err}); run `make setup`")
