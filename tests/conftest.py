@@ -9,9 +9,9 @@ from neuronloc.models import LM, ModelNotFoundError, from_module, load_model
 
 
 class CharTokenizer:
-    """A tiny byte-level tokenizer for random models: one token per character,
-    id = ord(c) % (vocab - 2) + 2; 0 = pad, 1 = bos. Enough for prompts, labels
-    and left padding."""
+    """A tiny tokenizer for random models: a space and the character after it form
+    one token (so " A" is a single label token), any other character is a token;
+    0 = pad, 1 = bos. Enough for prompts, labels and left padding."""
 
     def __init__(self, vocab_size: int = 128):
         self.vocab_size = vocab_size
@@ -21,7 +21,15 @@ class CharTokenizer:
         self.chat_template = None
 
     def _ids(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        ids = [ord(c) % (self.vocab_size - 2) + 2 for c in text]
+        half = (self.vocab_size - 2) // 2
+        ids, i = [], 0
+        while i < len(text):
+            if text[i] == " " and i + 1 < len(text):
+                ids.append(2 + half + ord(text[i + 1]) % half)
+                i += 2
+            else:
+                ids.append(2 + ord(text[i]) % half)
+                i += 1
         return ([self.bos_token_id] if add_special_tokens else []) + ids
 
     def __call__(self, texts, add_special_tokens=True, return_tensors=None, padding=False):
@@ -41,7 +49,8 @@ class CharTokenizer:
         return self._ids(text, add_special_tokens)
 
     def decode(self, ids):
-        return "".join(chr(i) if i > 1 else "" for i in ids)
+        half = (self.vocab_size - 2) // 2
+        return "".join("" if i < 2 else chr(i - 2) if i < 2 + half else " " + chr(i - 2 - half) for i in ids)
 
 
 def tiny_llama(seed: int = 0, **overrides) -> LM:
