@@ -1,0 +1,144 @@
+"""What every scorer shares: the query, the result type, the registry, the KV-cache helpers.
+
+A scorer is `fn(lm, question, target="...", **params) -> NeuronScores` and is
+registered by name, so notebooks and the CLI pick methods by name (cf. Captum).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..models import LM
+from ..sites import Site
+from ..tasks.core import MCQuestion, label_token_ids, render
+
+
+@dataclass
+class NeuronScores:
+    """Scores of every neuron: `scores` is `[layer, neuron]` (float32, CPU).
+
+    Layers that a scorer skipped (`layers=` parameter) hold NaN.
+    """
+
+    scores: torch.Tensor
+    method: str
+    site: str
+    params: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        assert self.scores.ndim == 2, f"scores must be [layer, neuron], got {tuple(self.scores.shape)}"
+
+    @property
+    def n_layers(self) -> int:
+        return self.scores.shape[0]
+
+    @property
+    def n_inner(self) -> int:
+        return self.scores.shape[1]
+
+    def top(self, k: int, largest: bool = True) -> torch.Tensor:
+        """Flat ids (layer * n_inner + index) of the k highest (or lowest) scores."""
+        flat = torch.nan_to_num(self.scores.flatten(), nan=float("-inf") if largest else float("inf"))
+        return torch.topk(flat, k, largest=largest).indices
+
+
+@dataclass(frozen=True)
+class Query:
+    """A question as token ids, ready for attribution.
+
+    input_ids `[seq]`: the prompt, plus the answer tokens but the last (teacher forcing).
+    position: the answer position (the last prompt token), where neurons are edited.
+    answer `[n_answer]`: the tokens predicted at positions position .. position + n_answer - 1.
+    options `[n_options]` or None: option-label token ids (multiple choice).
+    """
+
+    input_ids: torch.Tensor
+    position: int
+    answer: torch.Tensor
+    options: torch.Tensor | None = None
+    uid: str = ""
+
+    @property
+    def prefix(self) -> torch.Tensor:
+        return self.input_ids[: self.position]
+
+    @property
+    def suffix(self) -> torch.Tensor:
+        return self.input_ids[self.position:]
+
+
+def make_query(lm: LM, question, chat: bool = False, answer_option: int | None = None) -> Query:
+    """Query for an MCQuestion (answer = its label token, or option `answer_option`),
+    an object with `prompt` and `answer` strings (free-form, teacher forced), or a Query."""
+    if isinstance(question, Query):
+        return question
+    tok = lm.tokenizer
+    if isinstance(question, MCQuestion):
+        prompt = render(question, tok, chat=chat)
+        options = label_token_ids(tok, prompt, question.labels)
+        ids = tok(prompt, add_special_tokens=True)["input_ids"]
+        pick = question.answer if answer_option is None else answer_option
+        return Query(torch.tensor(ids), len(ids) - 1, torch.tensor([options[pick]]), torch.tensor(options), question.uid)
+    prompt, answer = question.prompt, question.answer
+    ids = tok(prompt, add_special_tokens=True)["input_ids"]
+    sep = "" if not prompt or prompt[-1].isspace() or answer[:1].isspace() else " "
+    full = tok(prompt + sep + answer, add_special_tokens=True)["input_ids"]
+    if full[: len(ids)] != ids or len(full) == len(ids):
+        raise ValueError(f"answer {answer!r} does not tokenize as a continuation of its prompt")
+    answer_ids = full[len(ids):]
+    return Query(torch.tensor(full[:-1]), len(ids) - 1, torch.tensor(answer_ids), None, getattr(question, "uid", ""))
+
+
+# ----------------------------------------------------------------------- registry
+
+SCORERS: dict[str, Callable[..., NeuronScores]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        SCORERS[name] = fn
+        return fn
+    return deco
+
+
+def attribute(method: str, lm: LM, question, target: str = "answer_prob", **params) -> NeuronScores:
+    """Run the scorer registered as `method` (see `SCORERS`)."""
+    if method not in SCORERS:
+        raise ValueError(f"unknown attribution method {method!r}; choose one of {', '.join(sorted(SCORERS))}")
+    return SCORERS[method](lm, question, target=target, **params)
+
+
+# ----------------------------------------------------------------------- KV cache
+
+@torch.no_grad()
+def prefix_cache(lm: LM, prefix: torch.Tensor):
+    """Run the prompt prefix once; its KV cache (batch 1), or None for an empty prefix."""
+    if prefix.numel() == 0:
+        return None
+    out = lm.model(input_ids=prefix[None].to(lm.device), use_cache=True)
+    return out.past_key_values
+
+
+def expand_cache(cache, batch: int, config=None):
+    """A fresh cache holding `cache`'s keys/values broadcast to `batch` rows.
+
+    The prefix K/V are shared (expand, no copy); each forward appends new
+    positions into new tensors, so the original cache is never modified.
+    """
+    if cache is None:
+        return None
+    from transformers import DynamicCache
+
+    fresh = DynamicCache(config=config) if config is not None else DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        fresh.update(layer.keys[:1], layer.values[:1], i)
+        fresh.layers[i].keys = layer.keys.expand(batch, -1, -1, -1)
+        fresh.layers[i].values = layer.values.expand(batch, -1, -1, -1)
+    return fresh
+
+
+def resolve_layers(site: Site, layers) -> list[int]:
+    return list(range(site.n_layers)) if layers is None else sorted(int(l) for l in layers)

@@ -1,0 +1,160 @@
+"""Single-pass scorers: NeurGrad, CG, grad x act, ACT, LPI, RANDOM.
+
+All read the neurons at the answer position. In a causal model the answer
+position's activations influence the output only through that position's own
+path, so one prefix forward (KV cache) plus a forward+backward of the answer
+position alone gives every layer's gradient; several targets (e.g. one per
+option, NEG probes) ride in one batch, one row each.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..hooks import capture
+from ..models import LM
+from ..targets import get_target
+from .base import NeuronScores, Query, expand_cache, make_query, prefix_cache, register, resolve_layers
+
+
+def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="answer_prob", layers=None,
+                          site: str = "ffn.mid", grad: bool = True):
+    """Activations and gradients at the answer position.
+
+    answers `[rows]`: the token each row scores (e.g. every option label).
+    Returns (acts `[layer, neuron]`, grads `[rows, layer, neuron]` or None); layers
+    not asked for hold NaN.
+    """
+    site_ = lm.site(site)
+    target_fn = get_target(target)
+    layers = resolve_layers(site_, layers)
+    rows = len(answers)
+    cache = prefix_cache(lm, query.prefix)
+    ids = query.suffix[None].expand(rows, -1).to(lm.device)
+    options = None if query.options is None else query.options.to(lm.device)
+    with capture(lm.model, site_, layers, positions=[0], grad=grad) as cap:
+        with torch.set_grad_enabled(grad):
+            out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, rows, lm.model.config), use_cache=cache is not None)
+        if grad:
+            total = target_fn(out.logits[:, 0], answers.to(lm.device), options).sum()
+            grads_l = torch.autograd.grad(total, [cap.probes[l] for l in layers])
+    acts = torch.full((site_.n_layers, site_.n_inner), float("nan"))
+    for l in layers:
+        acts[l] = cap.acts[l][0, 0].float().cpu()
+    if not grad:
+        return acts, None
+    grads = torch.full((rows, site_.n_layers, site_.n_inner), float("nan"))
+    for l, g in zip(layers, grads_l):
+        grads[:, l] = g[:, 0].float().cpu()
+    return acts, grads
+
+
+def neurgrad_options(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid",
+                     chat: bool = False) -> torch.Tensor:
+    """NeurGrad (NEG Eq. 1) for every option of a multiple-choice question:
+    `[n_options, layer, neuron]` = dP(option)/da * sign(a), vocabulary probability."""
+    query = make_query(lm, question, chat=chat)
+    if query.options is None:
+        raise ValueError("neurgrad_options needs a multiple-choice question")
+    acts, grads = answer_position_grads(lm, query, query.options, target, layers, site)
+    return grads * torch.sign(acts)
+
+
+def _single(lm, question, target, layers, site, chat):
+    query = make_query(lm, question, chat=chat)
+    if len(query.answer) != 1:
+        raise ValueError("this scorer reads one answer token; use ig with target='answer_logprob' for multi-token answers")
+    acts, grads = answer_position_grads(lm, query, query.answer, target, layers, site)
+    return query, acts, grads[0]
+
+
+def _result(scores, method, site, query, target, **params) -> NeuronScores:
+    return NeuronScores(scores, method, site, params, {"target": str(target), "uid": query.uid})
+
+
+@register("neurgrad")
+def neurgrad(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False) -> NeuronScores:
+    """NeurGrad (NEG §3.1): dF/da * sign(a), the estimated neuron empirical gradient."""
+    query, acts, grads = _single(lm, question, target, layers, site, chat)
+    return _result(grads * torch.sign(acts), "neurgrad", site, query, target, layers=layers)
+
+
+@register("grad")
+def grad(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False) -> NeuronScores:
+    """CG (NEG §3.1): the computational gradient dF/da."""
+    query, acts, grads = _single(lm, question, target, layers, site, chat)
+    return _result(grads, "grad", site, query, target, layers=layers)
+
+
+@register("grad_x_act")
+def grad_x_act(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False) -> NeuronScores:
+    """Gradient x activation: a * dF/da (the one-step, alpha = 1 special case of IG)."""
+    query, acts, grads = _single(lm, question, target, layers, site, chat)
+    return _result(acts * grads, "grad_x_act", site, query, target, layers=layers)
+
+
+@register("activation")
+def activation(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False) -> NeuronScores:
+    """ACT (NeuronLLM §4.3): the activation value a at the answer position (target unused)."""
+    query = make_query(lm, question, chat=chat)
+    acts, _ = answer_position_grads(lm, query, query.answer[:1], target, layers, site, grad=False)
+    return _result(acts, "activation", site, query, target, layers=layers)
+
+
+@register("random")
+def random_scores(lm: LM, question=None, target: str = "answer_prob", seed: int = 0, site: str = "ffn.mid") -> NeuronScores:
+    """RANDOM (NeuronLLM §4.3): i.i.d. uniform scores from a seeded generator, so top-k is a random set."""
+    site_ = lm.site(site)
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.rand(site_.n_layers, site_.n_inner, generator=gen)
+    return NeuronScores(scores, "random", site, {"seed": seed}, {"target": str(target)})
+
+
+@register("lpi")
+@torch.no_grad()
+def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str = "ffn.mid", chat: bool = False,
+        chunk: int = 512) -> NeuronScores:
+    """LPI, log-probability increase (Yu & Ananiadou 2024; NEG Table 2 baseline).
+
+    For neuron i of layer l with activation a_i and output weight column v_i, at the
+    answer position: LPI = log p(y | r + a_i v_i) - log p(y | r), where r is the
+    residual stream entering layer l's FFN (after attention; the FFN's own output
+    excluded) and p(. | x) = softmax(lm_head(final_norm(x))) reads a residual
+    vector directly (logit lens). Defined for the gated decoder families (ffn.mid).
+    """
+    site_ = lm.site(site)
+    model = lm.model
+    if site_.module_path != "mlp.down_proj" or site_.kind != "input":
+        raise ValueError(f"lpi is defined for the ffn.mid site of gated decoder families, not {site_.family}/{site}")
+    inner = model.get_submodule(site_.layers_path.rsplit(".", 1)[0]) if "." in site_.layers_path else model
+    norm, head = inner.norm, model.get_output_embeddings()
+    query = make_query(lm, question, chat=chat)
+    y = int(query.answer[0])
+    layers = resolve_layers(site_, layers)
+    resid, acts = {}, {}
+    hooks = []
+    for l in layers:
+        block = model.get_submodule(f"{site_.layers_path}.{l}")
+        hooks.append(block.post_attention_layernorm.register_forward_pre_hook(
+            lambda m, args, l=l: resid.__setitem__(l, args[0][0, query.position].float())))
+    try:
+        with capture(model, site_, layers, positions=[query.position]) as cap:
+            model(input_ids=query.input_ids[: query.position + 1][None].to(lm.device))
+    finally:
+        for h in hooks:
+            h.remove()
+
+    def logp(x):  # [n, d] residual vectors -> log p(y)
+        logits = head(norm(x.to(lm.dtype))).float()
+        return logits[:, y] - torch.logsumexp(logits, dim=-1)
+
+    scores = torch.full((site_.n_layers, site_.n_inner), float("nan"))
+    for l in layers:
+        a = cap.acts[l][0, 0].float()
+        w = site_.module(model, l).weight.float()  # [d, n_inner]: column i is neuron i's value vector
+        base = logp(resid[l][None])
+        out = []
+        for s in range(0, site_.n_inner, chunk):
+            vecs = resid[l][None] + (a[s:s + chunk, None] * w[:, s:s + chunk].T)
+            out.append(logp(vecs) - base)
+        scores[l] = torch.cat(out).cpu()
+    return _result(scores, "lpi", site, query, target, layers=layers)

@@ -1,0 +1,160 @@
+"""Integrated gradients over FFN neurons (NeuronLLM Eq. 1/4, KN, CNL Eq. 5/7).
+
+For layer l, the neuron vector a at the answer position is replaced by alpha*a for
+alpha on a grid; IG = a * mean over the grid of dF/da.
+  rule="right":    alpha = k/m, k = 1..m              (NeuronLLM, m = 16)
+  rule="linspace": alpha = linspace(0, 1, m)          (KN / NEG reference code)
+
+Two paths give the same numbers:
+  reference: the full sequence, one batch of m alphas per layer (KN/NEG code).
+  fast:      only the answer position changes, so every earlier position is the
+             same for all alphas and layers: run the prompt prefix once into a KV
+             cache, then re-run only the answer position (plus teacher-forced answer
+             tokens) for all (layer, alpha) pairs in large batches, with one backward
+             per batch giving every layer's gradients.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..hooks import neuron_hooks
+from ..models import LM
+from ..targets import get_target
+from .base import NeuronScores, Query, expand_cache, make_query, prefix_cache, register, resolve_layers
+
+
+def alphas(steps: int, rule: str = "right") -> torch.Tensor:
+    """The IG grid `[steps]`."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    if rule == "right":
+        return torch.arange(1, steps + 1, dtype=torch.float64) / steps
+    if rule == "linspace":
+        return torch.linspace(0, 1, steps, dtype=torch.float64)
+    raise ValueError(f"unknown IG rule {rule!r}; use 'right' or 'linspace'")
+
+
+def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor, at: int, cache,
+              query: Query, target) -> tuple[dict, dict]:
+    """One batched forward+backward: row r scales layer rows[r][0] by alpha rows[r][1]
+    at sequence index `at` of `tokens` (`[seq]`, run after `cache` if given).
+
+    Returns ({layer: sum of dF/da over its rows `[n_inner]`}, {layer: unscaled a `[n_inner]`}).
+    """
+    device = lm.device
+    batch = len(rows)
+    by_layer: dict[int, list[int]] = {}
+    for r, (layer, _) in enumerate(rows):
+        by_layer.setdefault(layer, []).append(r)
+    alpha = torch.tensor([a for _, a in rows])
+    probes, bases = {}, {}
+
+    def make(layer, idx):
+        idx_t = torch.tensor(idx, device=device)
+
+        def fn(t):  # t: [batch, seq, n_inner]
+            base = t[idx_t, at]  # rows of this layer are unedited up to here: all equal a
+            bases[layer] = base[0].detach().float().cpu()
+            probe = torch.zeros_like(base, requires_grad=True)
+            probes[layer] = probe
+            edited = t.clone()
+            edited[idx_t, at] = alpha[idx].to(t.dtype).to(device)[:, None] * base + probe
+            return edited
+        return fn
+
+    answer = query.answer.to(device)
+    options = None if query.options is None else query.options.to(device)
+    n_ans = len(answer)
+    ids = tokens[None].expand(batch, -1).to(device)
+    with torch.enable_grad(), neuron_hooks(lm.model, site, {l: make(l, i) for l, i in by_layer.items()}):
+        out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, batch, lm.model.config), use_cache=cache is not None)
+        logits = out.logits[:, at: at + n_ans]  # [batch, n_answer, vocab]
+        total = sum(target(logits[:, j], answer[j].expand(batch), options) for j in range(n_ans)).sum()
+        grads = torch.autograd.grad(total, [probes[l] for l in by_layer])
+    sums = {l: g.float().sum(dim=0).cpu() for l, g in zip(by_layer, grads)}
+    return sums, bases
+
+
+def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int = 16, rule: str = "right",
+                         layers=None, site: str = "ffn.mid", path: str = "fast", batch_size: int = 64,
+                         cache=None) -> torch.Tensor:
+    """IG of every neuron at `query.position`: `[layer, neuron]` (NaN for skipped layers).
+
+    path="fast" (KV-cached prefix, all layers batched) or "reference" (full sequence,
+    one batch of alphas per layer). `cache` may hold a precomputed prefix cache
+    whose length is at least query.position (it is sliced, not modified).
+    """
+    site_ = lm.site(site)
+    target = get_target(target)
+    grid = alphas(steps, rule).tolist()
+    layers = resolve_layers(site_, layers)
+    scores = torch.full((site_.n_layers, site_.n_inner), float("nan"))
+    grad_sum = {l: torch.zeros(site_.n_inner) for l in layers}
+    base = {}
+    if path == "reference":
+        for layer in layers:
+            sums, bases = _run_rows(lm, site_, [(layer, a) for a in grid], query.input_ids, query.position, None, query, target)
+            grad_sum[layer] += sums[layer]
+            base.update(bases)
+    elif path == "fast":
+        cache = prefix_cache(lm, query.prefix) if cache is None else _crop(cache, query.position)
+        rows = [(l, a) for l in layers for a in grid]
+        for start in range(0, len(rows), batch_size):
+            sums, bases = _run_rows(lm, site_, rows[start:start + batch_size], query.suffix, 0, cache, query, target)
+            for l, g in sums.items():
+                grad_sum[l] += g
+            base.update(bases)
+    else:
+        raise ValueError(f"unknown IG path {path!r}; use 'fast' or 'reference'")
+    for l in layers:
+        scores[l] = base[l] * grad_sum[l] / steps
+    return scores
+
+
+def _crop(cache, length: int):
+    """A view of `cache` holding only its first `length` positions."""
+    if cache is None or length == 0:
+        return None
+    from transformers import DynamicCache
+
+    view = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        view.update(layer.keys[:, :, :length], layer.values[:, :, :length], i)
+    return view
+
+
+@register("ig")
+def ig(lm: LM, question, target: str = "option_prob", steps: int = 16, rule: str = "right", layers=None,
+       site: str = "ffn.mid", path: str = "fast", batch_size: int = 64, chat: bool = False) -> NeuronScores:
+    """Integrated gradients at the answer position (NeuronLLM Eq. 1, KN).
+
+    A multi-token free-form answer is teacher forced and its per-token targets are
+    summed (NeuronLLM Eq. 2 with target="answer_logprob").
+    """
+    query = make_query(lm, question, chat=chat)
+    scores = integrated_gradients(lm, query, target, steps, rule, layers, site, path, batch_size)
+    params = dict(steps=steps, rule=rule, path=path, layers=layers)
+    return NeuronScores(scores, "ig", site, params, {"target": str(target), "uid": query.uid})
+
+
+@register("ig_positions")
+def ig_positions(lm: LM, question, target: str = "answer_prob", steps: int = 20, layers=None,
+                 site: str = "ffn.mid", batch_size: int = 64, path: str = "fast") -> NeuronScores:
+    """CNL Eq. 7 for one example: mean over answer tokens m of the IG at the position
+    predicting y_m, with z_m = x + y_<m teacher forced, target P(y_m | z_m).
+
+    CNL sums S+1 grid points n/S (n = 0..S, S = 19) and divides by S: steps = S+1
+    linspace points, and the mean over points is rescaled by (S+1)/S to match.
+    """
+    query = make_query(lm, question)
+    n = len(query.answer)
+    cache = prefix_cache(lm, query.input_ids[: query.position + n - 1]) if path == "fast" else None
+    total = None
+    for m in range(n):
+        end = query.position + m + 1
+        sub = Query(query.input_ids[:end], end - 1, query.answer[m: m + 1], None, query.uid)
+        s = integrated_gradients(lm, sub, target, steps, "linspace", layers, site, path, batch_size, cache=cache)
+        total = s if total is None else total + s
+    scores = total / n * steps / (steps - 1)
+    params = dict(steps=steps, rule="linspace", layers=layers, path=path)
+    return NeuronScores(scores, "ig_positions", site, params, {"target": str(target), "uid": query.uid, "n_answer": n})

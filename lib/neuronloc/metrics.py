@@ -1,0 +1,202 @@
+"""Metrics of the three papers.
+
+NeuronLLM §4.2: Acc, Com, RAC, RCC (with 'Fail'). CNL Eq. 6 and 9: coincidence rate,
+overlap, IoU, neuron fraction. NEG §2.2, §3.2, App. A: zero-intercept slope (NEG),
+Pearson r, MAE, linear-neuron ratio, polarity, layer/prompt generality (LG/PG).
+
+Inputs may be tensors, arrays or lists; scalar metrics return floats, per-neuron
+ones return float64 tensors. Neuron sets are bool masks `[layer, neuron]` or
+collections of flat ids (see `neuronloc.attribution.aggregate`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .attribution.aggregate import mask_to_ids
+
+
+def _t(x) -> torch.Tensor:
+    return torch.as_tensor(x).double()
+
+
+# ---------------------------------------------------------------- NeuronLLM §4.2
+
+def accuracy(correct) -> float:
+    """Acc: fraction of proxy QAs answered correctly. correct: `[question]` bool."""
+    return _t(correct).mean().item()
+
+
+def comprehension(correct, example_ids, min_correct: int = 2) -> float:
+    """Com: fraction of original examples with >= min_correct of their proxy QAs correct
+    (NeuronLLM: at least 2 of 3). correct, example_ids: `[question]`."""
+    correct, example_ids = torch.as_tensor(correct).long(), torch.as_tensor(example_ids)
+    _, group = torch.unique(example_ids, return_inverse=True)
+    n_right = torch.zeros(int(group.max()) + 1, dtype=torch.long).index_add_(0, group, correct)
+    return (n_right >= min_correct).double().mean().item()
+
+
+@dataclass(frozen=True)
+class Change:
+    """A relative change in % (RAC or RCC) and whether it went the wrong way."""
+    value: float
+    fail: bool
+
+    def __str__(self) -> str:
+        return "Fail" if self.fail else f"{self.value:.1f}"
+
+
+def relative_change(original: float, intervened: float, direction: str) -> Change:
+    """RAC / RCC of NeuronLLM §4.2: |original - intervened| / original * 100.
+
+    direction: "down" (Deg, a decrease is expected) or "up" (Enh, an increase is
+    expected); a change the other way is a Fail (Table 1), no change is 0.0 and not a
+    Fail. original == 0: value is nan (relative change undefined), fail as above.
+    """
+    if direction not in ("down", "up"):
+        raise ValueError(f"direction must be 'down' (Deg) or 'up' (Enh), got {direction!r}")
+    original, intervened = float(original), float(intervened)
+    diff = intervened - original
+    fail = diff > 0 if direction == "down" else diff < 0
+    value = abs(diff) / original * 100 if original != 0 else math.nan
+    return Change(value=value, fail=fail)
+
+
+rac = relative_change  # RAC: relative_change(acc_original, acc_intervened, direction)
+rcc = relative_change  # RCC: relative_change(com_original, com_intervened, direction)
+
+
+def format_cell(rac_change: Change, rcc_change: Change) -> str:
+    """A Table 1 cell: "53.3/64.0", or "Fail" when either change went the wrong way
+    (the paper prints one Fail per cell: 'the intervention produced the opposite effect')."""
+    if rac_change.fail or rcc_change.fail:
+        return "Fail"
+    return f"{rac_change.value:.1f}/{rcc_change.value:.1f}"
+
+
+# ---------------------------------------------------------------- CNL Eq. 6, 9
+
+def _ids(neurons) -> set[int]:
+    """A neuron set as a python set of flat ids: from a bool mask `[layer, neuron]`,
+    a tensor/array of ids, or a list/set of ids."""
+    if isinstance(neurons, (set, frozenset, list, tuple)):
+        return {int(i) for i in neurons}
+    t = torch.as_tensor(neurons)
+    return set((mask_to_ids(t) if t.dtype == torch.bool else t.reshape(-1)).tolist())
+
+
+def overlap(a, b) -> float:
+    """CNL Eq. 9: (|a n b| / |a| + |a n b| / |b|) / 2; nan if a set is empty."""
+    a, b = _ids(a), _ids(b)
+    if not a or not b:
+        return math.nan
+    inter = len(a & b)
+    return (inter / len(a) + inter / len(b)) / 2
+
+
+def iou(a, b) -> float:
+    """CNL Eq. 9: |a n b| / |a u b|; nan if both sets are empty."""
+    a, b = _ids(a), _ids(b)
+    return len(a & b) / len(a | b) if a | b else math.nan
+
+
+def neuron_fraction(mask: torch.Tensor) -> float:
+    """CNL Eq. 9 'neuron': selected fraction of all L * J neurons. mask: `[layer, neuron]`."""
+    return mask.double().mean().item()
+
+
+def coincidence(sets_a: list, sets_b: list | None = None) -> float:
+    """CNL Eq. 6 coincidence rate of located neuron sets, one set per sample.
+
+    t != t* (sets_b given; sets_a[k], sets_b[k] are the two subsamples of sample k):
+        mean_k |A_k n B_k| / ((|A_k| + |B_k|) / 2)
+    t == t* (sets_b None): |n_k A_k| / mean_k |A_k|.
+    The paper normalises by 1/(L*T), which leaves the scale ambiguous; we normalise
+    each intersection by the mean size of the sets it intersects, so 1 means identical
+    sets and 0 disjoint ones. Returns nan if the sets are all empty.
+    """
+    if sets_b is None:
+        sets = [_ids(s) for s in sets_a]
+        size = sum(map(len, sets)) / len(sets)
+        return len(set.intersection(*sets)) / size if size else math.nan
+    if len(sets_a) != len(sets_b):
+        raise ValueError(f"sets_a and sets_b must pair up, got {len(sets_a)} and {len(sets_b)} sets")
+    rates = []
+    for a, b in zip(sets_a, sets_b):
+        a, b = _ids(a), _ids(b)
+        rates.append(2 * len(a & b) / (len(a) + len(b)) if a or b else math.nan)
+    return sum(rates) / len(rates)
+
+
+# ---------------------------------------------------------------- NEG §2.2, §3.2
+
+def neg_slope(deltas, shifts) -> torch.Tensor:
+    """NEG: zero-intercept least-squares slope sum(x y) / sum(x^2) of output shift on Δ.
+
+    deltas: `[D]` activation shifts Δ; shifts: `[..., D]` output shifts -> `[...]`.
+    """
+    x, y = _t(deltas), _t(shifts)
+    return (y * x).sum(-1) / (x * x).sum()
+
+
+def pearson_r(x, y) -> torch.Tensor:
+    """Pearson r along the last dim (broadcast over leading dims), as scipy.stats.pearsonr:
+    clipped to [-1, 1], nan where either input is constant. `[..., D]` x `[..., D]` -> `[...]`."""
+    x, y = torch.broadcast_tensors(_t(x), _t(y))
+    xm, ym = x - x.mean(-1, keepdim=True), y - y.mean(-1, keepdim=True)
+    r = (xm * ym).sum(-1) / (xm.norm(dim=-1) * ym.norm(dim=-1))
+    constant = (x == x[..., :1]).all(-1) | (y == y[..., :1]).all(-1)
+    return torch.where(constant, torch.full_like(r, math.nan), r.clamp(-1, 1))
+
+
+def mae(a, b) -> float:
+    """Mean absolute error over all elements (NEG §3.2, estimator vs ground-truth NEG)."""
+    return (_t(a) - _t(b)).abs().mean().item()
+
+
+def linear_ratio(r_values, threshold: float = 0.95) -> float:
+    """Fraction of linear neurons: |r| >= threshold (NEG §2.2, r on Δ in [-2, 2]).
+
+    r is measured against the signed Δ, so a linear *negative* neuron has r near -1;
+    the paper counts linearity on absolute r values ('we compute the Pearson ...
+    absolute r values', and Table 1 has ~50 % negative neurons yet > 90 % linear), so
+    we use |r|. nan r (constant output shift) counts as not linear.
+    """
+    r = _t(r_values)
+    return (r.abs() >= threshold).double().mean().item()
+
+
+def polarity(neg) -> torch.Tensor:
+    """+1 where NEG > 0 (raising the activation raises the target probability), else -1
+    (NEG §2.2: 'positive if increasing activations boost ..., and negative otherwise')."""
+    return torch.where(_t(neg) > 0, 1, -1)
+
+
+# ---------------------------------------------------------------- NEG App. A (LG / PG)
+
+def coverage(present) -> float:
+    """NEG App. A Eq. 7: fraction of bins (layers or prompts) that hold a linear neuron."""
+    return _t(present).bool().double().mean().item()
+
+
+def distribution(counts) -> float:
+    """NEG App. A Eq. 8: 1 - Var(counts) / maxVar(counts).
+
+    counts: `[bin]` linear neurons per bin. maxVar is the largest variance the same total
+    S can have over the same B bins, all of it in one bin: S^2 (B - 1) / B^2 (population
+    variance; the ratio is the same with ddof = 1). 1.0 when maxVar is 0 (S = 0 or B = 1).
+    """
+    c = _t(counts)
+    B, S = c.numel(), c.sum().item()
+    max_var = S * S * (B - 1) / B ** 2
+    return 1.0 - c.var(unbiased=False).item() / max_var if max_var > 0 else 1.0
+
+
+def generality(counts, present=None) -> float:
+    """LG / PG (NEG App. A Eq. 5-6) = coverage x distribution over bins (layers for LG,
+    prompts for PG). counts: `[bin]` linear neurons per bin; present: `[bin]` bool,
+    default counts > 0."""
+    present = _t(counts) > 0 if present is None else present
+    return coverage(present) * distribution(counts)

@@ -1,0 +1,108 @@
+"""Metrics on hand-worked numbers (neuronloc.metrics)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from neuronloc.metrics import (accuracy, coincidence, comprehension, coverage, distribution, format_cell,
+                               generality, iou, linear_ratio, mae, neg_slope, neuron_fraction, overlap,
+                               pearson_r, polarity, rac, rcc, relative_change)
+
+
+def test_accuracy_and_comprehension():
+    assert accuracy([True, False, True, True]) == 0.75
+    # 3 examples x 3 proxies: right counts 2, 1, 3 -> examples 0 and 2 understood
+    correct = [1, 1, 0, 1, 0, 0, 1, 1, 1]
+    ids = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert comprehension(correct, ids) == pytest.approx(2 / 3)
+    assert comprehension(correct, ids, min_correct=3) == pytest.approx(1 / 3)
+
+
+def test_relative_change_and_fail():
+    c = relative_change(0.6, 0.3, "down")                            # |0.6 - 0.3| / 0.6 = 50 %
+    assert c.value == pytest.approx(50.0) and not c.fail
+    assert relative_change(0.6, 0.7, "down").fail                    # Deg that raised accuracy
+    c = relative_change(0.5, 0.6, "up")                              # 0.1 / 0.5 = 20 %
+    assert c.value == pytest.approx(20.0) and not c.fail
+    assert relative_change(0.5, 0.4, "up").fail                      # Enh that lowered accuracy
+    c = relative_change(0.5, 0.5, "down")
+    assert c.value == 0.0 and not c.fail and str(c) == "0.0"
+    assert math.isnan(relative_change(0.0, 0.2, "up").value)         # undefined relative change
+    with pytest.raises(ValueError):
+        relative_change(0.5, 0.4, "deg")
+
+
+def test_format_cell():
+    # RAC = 0.40 / 0.75 = 53.33 %, RCC = 0.32 / 0.50 = 64 %
+    assert format_cell(rac(0.75, 0.35, "down"), rcc(0.5, 0.18, "down")) == "53.3/64.0"
+    assert format_cell(rac(0.75, 0.35, "down"), rcc(0.5, 0.6, "down")) == "Fail"
+    assert format_cell(rac(0.5, 0.4, "up"), rcc(0.5, 0.6, "up")) == "Fail"
+    assert str(rac(0.5, 0.4, "up")) == "Fail"
+
+
+def test_overlap_iou_fraction():
+    # a = {1, 2, 3, 4}, b = {3, 4, 5}: |a n b| = 2, |a u b| = 5
+    # overlap = (2/4 + 2/3) / 2 = 7/12, IoU = 2/5
+    a, b = {1, 2, 3, 4}, {3, 4, 5}
+    assert overlap(a, b) == pytest.approx(7 / 12)
+    assert iou(a, b) == pytest.approx(0.4)
+    ma = torch.tensor([[False, True, True], [True, True, False]])   # flat ids {1, 2, 3, 4}
+    mb = torch.tensor([[False, False, False], [True, True, True]])  # flat ids {3, 4, 5}
+    assert overlap(ma, mb) == pytest.approx(7 / 12)
+    assert iou(ma, torch.tensor([3, 4, 5])) == pytest.approx(0.4)
+    assert neuron_fraction(ma) == pytest.approx(4 / 6)
+    assert math.isnan(overlap(set(), b)) and math.isnan(iou(set(), set()))
+
+
+def test_coincidence():
+    # pairs: ({1,2}, {2,3}) -> 2*1/4 = 0.5; ({1,2,3}, {4}) -> 0 ; mean 0.25
+    assert coincidence([{1, 2}, {1, 2, 3}], [{2, 3}, {4}]) == pytest.approx(0.25)
+    # all of one subsample: n = {2, 3} (size 2), mean size (3 + 3 + 2) / 3 = 8/3 -> 0.75
+    assert coincidence([{1, 2, 3}, {2, 3, 4}, {2, 3}]) == pytest.approx(0.75)
+    assert coincidence([{1, 2}, {1, 2}]) == 1.0
+
+
+def test_neg_slope_exact_and_noisy():
+    deltas = torch.linspace(-2, 2, 9)
+    assert neg_slope(deltas, 3 * deltas).item() == pytest.approx(3.0)
+    rng = np.random.default_rng(0)
+    x = np.linspace(-2, 2, 21)
+    y = np.stack([0.7 * x + rng.normal(0, 0.3, x.size), -1.5 * x + 0.2 + rng.normal(0, 0.1, x.size)])  # [2, D]
+    ref = [np.linalg.lstsq(x[:, None], row, rcond=None)[0][0] for row in y]  # zero-intercept fit
+    got = neg_slope(x, y)
+    assert got.shape == (2,)
+    assert got.tolist() == pytest.approx(ref, rel=1e-12)
+
+
+def test_pearson_vs_scipy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 10))
+    y = 0.5 * x + rng.normal(size=(4, 10))
+    y[3] = -2 * x[3] + 1                                             # exact negative line
+    ref = [stats.pearsonr(a, b).statistic for a, b in zip(x, y)]
+    assert pearson_r(x, y).tolist() == pytest.approx(ref, abs=1e-12)
+    assert pearson_r(x[3], y[3]).item() == pytest.approx(-1.0, abs=1e-12)
+    d = np.linspace(-2, 2, 5)                                        # broadcast one Δ grid over rows
+    assert pearson_r(d, np.stack([2 * d, d ** 2])).tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
+    assert math.isnan(pearson_r([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]).item())   # constant input
+
+
+def test_mae_linear_ratio_polarity():
+    assert mae([1.0, 2.0, 3.0], [2.0, 2.0, 5.0]) == pytest.approx(1.0)   # (1 + 0 + 2) / 3
+    assert linear_ratio([0.99, -0.97, 0.5, float("nan")]) == 0.5        # |r| >= 0.95: 2 of 4
+    assert polarity([0.2, -0.1, 0.0]).tolist() == [1, -1, -1]
+
+
+def test_generality():
+    # counts [3, 1, 0, 0]: coverage 2/4 = 0.5
+    # mean 1, Var = (4 + 0 + 1 + 1) / 4 = 1.5; maxVar = counts [4, 0, 0, 0] -> (9 + 1 + 1 + 1) / 4 = 3
+    # distribution = 1 - 1.5 / 3 = 0.5 -> generality 0.25
+    assert coverage([True, True, False, False]) == 0.5
+    assert distribution([3, 1, 0, 0]) == pytest.approx(0.5)
+    assert generality([3, 1, 0, 0]) == pytest.approx(0.25)
+    assert generality([3, 1, 0, 0], present=[1, 1, 1, 0]) == pytest.approx(0.375)
+    assert generality([2, 2, 2, 2]) == 1.0                          # full coverage, even spread
+    assert generality([8, 0, 0, 0]) == 0.0                          # all in one bin
+    assert generality([0, 0, 0]) == 0.0                             # no linear neuron anywhere
