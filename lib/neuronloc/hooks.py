@@ -206,10 +206,13 @@ def intervene(model: nn.Module, site: Site, edits: Iterable[Edit], positions="la
 
     def make(layer_edits):
         cache = {}
+        # a learnable value (requires grad) must be read on every forward: a cached
+        # coefficient would hold a freed graph and miss optimizer updates
+        learnable = any(isinstance(e.value, torch.Tensor) and e.value.requires_grad for e in layer_edits)
 
         def fn(t):
             key = (t.shape[0], t.device, t.dtype)
-            if key not in cache:
+            if learnable or key not in cache:
                 cache[key] = _coefficients(layer_edits, t.shape[0], t.shape[-1], t.device, t.dtype)
             scale, add, sign_add = (c[:, None, :] for c in cache[key])
             idx = _index(positions, t.shape[1])

@@ -1,0 +1,48 @@
+"""The measured phases (each runs in its own process, see common.run_phase)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def _setup():
+    import neuronloc as nl
+    from neuronloc.attribution import make_query
+    from common import question
+
+    lm = nl.load_model("smollm2-135m")
+    return lm, make_query(lm, question())
+
+
+def ig(path: str, steps: int, layers: list[int] | None, batch_size: int = 128, repeat: int = 1) -> dict:
+    from neuronloc.attribution import integrated_gradients
+    from common import timed
+
+    lm, query = _setup()
+    run = lambda: integrated_gradients(lm, query, "option_prob", steps=steps, rule="right", layers=layers,
+                                       path=path, batch_size=batch_size)
+    if path == "reference":  # minutes per call: no warm-up, one timed call
+        t = time.perf_counter()
+        scores = run()
+        seconds = time.perf_counter() - t
+    else:
+        seconds, scores = timed(run, repeat)
+    return {"seconds": seconds, "scores": scores, "tokens": len(query.input_ids)}
+
+
+def neurgrad(repeat: int = 3) -> dict:
+    from neuronloc.attribution import answer_position_grads
+    from common import timed
+
+    lm, query = _setup()
+    ids = query.input_ids[None].to(lm.device)
+
+    def forward():
+        with torch.no_grad():
+            return lm.model(input_ids=ids).logits
+
+    t_forward, _ = timed(forward, repeat)
+    t_neurgrad, (acts, grads) = timed(lambda: answer_position_grads(lm, query, query.options, "answer_prob"), repeat)
+    return {"forward_seconds": t_forward, "neurgrad_seconds": t_neurgrad, "tokens": len(query.input_ids),
+            "n_options": len(query.options), "grads_shape": list(grads.shape)}

@@ -1,0 +1,58 @@
+"""Shared bench setup: the embedded model, one ~120-token QATT question, and
+phase timing in fresh subprocesses (so each phase's peak RSS is its own)."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import resource
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def question():
+    """The ~120-token QATT question every benchmark uses."""
+    from neuronloc.tasks.examples import example_question
+
+    return example_question()
+
+
+def _child(fn_name: str, kwargs: dict, queue):
+    import torch
+    import bench_phases
+
+    torch.manual_seed(0)
+    out = getattr(bench_phases, fn_name)(**kwargs)
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    queue.put(out)
+
+
+def run_phase(fn_name: str, **kwargs) -> dict:
+    """Run bench_phases.<fn_name>(**kwargs) in a fresh process; its dict + peak RSS."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(fn_name, kwargs, queue))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    return out
+
+
+def timed(fn, repeat: int = 1):
+    """Best wall time of `repeat` calls (after one warm-up call) and the last result."""
+    result = fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def write(name: str, data: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(data, indent=2))
+    print(f"wrote {path}")

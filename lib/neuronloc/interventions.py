@@ -1,0 +1,350 @@
+"""Interventions on located neurons and the option read-out that measures them.
+
+Activation edits (all built on `hooks.intervene` / `hooks.Edit`):
+  silence a = 0, excite a = 2a                       NeuronLLM §3.5
+  enhancer = excite good + silence bad               NeuronLLM §3.5
+  degrader = silence good + excite bad               NeuronLLM §3.5
+  shift a = a + Δ·sign(a)                            NEG §2.1 / §3.3
+  erase = silence                                    CNL §5.4 'Erase'
+A budget of K neurons is split good:bad by a ratio swept 0..100 % in 10 % steps,
+the best ratio is reported (NeuronLLM §4.4): `split_budget`, `sweep_ratios`.
+
+Weight edits: `restricted_finetune` trains only the FFN weights that belong to the
+given neurons (CNL §5.4 'Enhance': Random / W/o located / Located).
+
+A neuron set is {layer: [index]}, a bool mask `[layer, neuron]`, or flat ids
+(flat = layer * n_inner + index; needs the `site` to be split).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple, Sequence
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .hooks import Edit, excite, intervene, silence
+from .models import LM
+from .sites import Site
+from .tasks.core import MCQuestion, label_token_ids, render
+
+log = logging.getLogger(__name__)
+
+RATIOS = [i / 10 for i in range(11)]  # good share of the budget, 0 %..100 % in 10 % steps (NeuronLLM §4.4)
+MODES = ("located", "random", "without")
+
+
+# ---------------------------------------------------------------- neuron sets
+
+def as_layer_dict(neurons, site: Site | None = None) -> dict[int, list[int]]:
+    """{layer: [index]} (non-empty layers only) from a dict, a bool mask `[layer, neuron]`,
+    or flat ids (list / tensor / array; `site` gives n_inner)."""
+    if isinstance(neurons, dict):
+        return {int(l): [int(i) for i in idx] for l, idx in neurons.items() if len(idx)}
+    t = neurons if torch.is_tensor(neurons) else torch.as_tensor(neurons if hasattr(neurons, "__array__") else list(neurons))
+    if t.dtype == torch.bool:
+        assert t.ndim == 2, f"a bool neuron mask must be [layer, neuron], got {tuple(t.shape)}"
+        return {l: row.nonzero().reshape(-1).tolist() for l, row in enumerate(t) if row.any()}
+    if t.numel() == 0:
+        return {}
+    if site is None:
+        raise ValueError("flat neuron ids need the site to split them into (layer, index): pass site=lm.site()")
+    out: dict[int, list[int]] = {}
+    for flat in t.reshape(-1).tolist():
+        if not 0 <= flat < site.n_neurons:
+            raise IndexError(f"flat neuron id {flat} out of range [0, {site.n_neurons})")
+        layer, index = site.unflat(flat)
+        out.setdefault(layer, []).append(index)
+    return out
+
+
+def enhancer(good, bad, site: Site | None = None) -> list[Edit]:
+    """Excite good (a = 2a) + silence bad (a = 0), NeuronLLM §3.5."""
+    return excite(as_layer_dict(good, site)) + silence(as_layer_dict(bad, site))
+
+
+def degrader(good, bad, site: Site | None = None) -> list[Edit]:
+    """Silence good + excite bad, NeuronLLM §3.5."""
+    return silence(as_layer_dict(good, site)) + excite(as_layer_dict(bad, site))
+
+
+def shift(neurons, delta: float, site: Site | None = None) -> list[Edit]:
+    """a = a + Δ·sign(a), NEG §2.1 (the reference code's activation shift)."""
+    return [Edit(l, idx, "add_sign", delta) for l, idx in as_layer_dict(neurons, site).items()]
+
+
+def erase(neurons, site: Site | None = None) -> list[Edit]:
+    """CNL §5.4 'Erase': zero the located neurons (= silence)."""
+    return silence(as_layer_dict(neurons, site))
+
+
+def split_budget(good_ranked, bad_ranked, budget: int, ratio: float):
+    """NeuronLLM §4.4: a budget of K neurons = round(ratio * K) best good + the rest best bad.
+
+    good_ranked / bad_ranked: ranked neurons, best first (flat-id tensors or lists);
+    returns their prefixes (same type). round is half up. A list shorter than its
+    share gives what it has (the budget is not refilled from the other list).
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    n_good = int(ratio * budget + 0.5)
+    return good_ranked[:n_good], bad_ranked[:budget - n_good]
+
+
+# ---------------------------------------------------------------- option read-out
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0.. counted from each row's first real token, so a left-padded row is
+    computed as if unpadded (absolute position embeddings, RoPE). `[batch, seq]`."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass
+class OptionEval:
+    """Answers of Q questions read from the option-label logits at the last position.
+
+    probs: `[Q, n_options]` float32 softmax over the option-label logits
+    (0 in the columns past a question's own option count); pred, answer: `[Q]` long;
+    correct: `[Q]` bool; uids: the questions' uid (QATT proxies share it).
+    """
+
+    probs: torch.Tensor
+    pred: torch.Tensor
+    answer: torch.Tensor
+    correct: torch.Tensor
+    uids: list[str]
+
+    @property
+    def acc(self) -> float:
+        """Acc over the proxy QAs (NeuronLLM §4.2)."""
+        from .metrics import accuracy  # lazy: metrics -> attribution.aggregate -> interventions.split_budget
+
+        return accuracy(self.correct)
+
+    @property
+    def com(self) -> float:
+        """Com: share of examples (uids) with >= 2 of their 3 proxies right (NeuronLLM §4.2)."""
+        if any(not u for u in self.uids):
+            raise ValueError("Com groups proxies by question.uid, but some questions have no uid: build them with tasks.qatt")
+        from .metrics import comprehension
+
+        ids = {u: i for i, u in enumerate(dict.fromkeys(self.uids))}
+        return comprehension(self.correct, [ids[u] for u in self.uids])
+
+
+@torch.no_grad()
+def evaluate_options(lm: LM, questions: Iterable[MCQuestion], edits: Sequence[Edit] | None = None,
+                     site: Site | str = "ffn.mid", positions="last", batch_size: int = 8,
+                     chat: bool = False, progress: bool = False) -> OptionEval:
+    """Answer MC questions (batched, left padded), optionally under neuron `edits`."""
+    questions = list(questions)
+    if not questions:
+        raise ValueError("evaluate_options needs at least one question")
+    site = lm.site(site) if isinstance(site, str) else site
+    width = max(len(q.options) for q in questions)
+    probs = torch.zeros(len(questions), width)
+    ctx = intervene(lm.model, site, edits, positions=positions) if edits else nullcontext()
+    with ctx:
+        for start in tqdm(range(0, len(questions), batch_size), desc="evaluate", disable=not progress):
+            chunk = questions[start:start + batch_size]
+            prompts = [render(q, lm.tokenizer, chat=chat) for q in chunk]
+            batch = lm.encode(prompts)
+            logits = lm.model(**batch, position_ids=position_ids(batch["attention_mask"])).logits[:, -1]  # [B, vocab]
+            for row, (q, prompt) in enumerate(zip(chunk, prompts)):
+                labels = label_token_ids(lm.tokenizer, prompt, q.labels)
+                probs[start + row, :len(labels)] = logits[row, labels].float().softmax(-1).cpu()
+    pred = probs.argmax(-1)
+    answer = torch.tensor([q.answer for q in questions])
+    return OptionEval(probs, pred, answer, pred == answer, [q.uid for q in questions])
+
+
+def sweep_ratios(lm: LM, questions: Sequence[MCQuestion], good_ranked, bad_ranked, budget: int,
+                 mode: str = "enhance", site: Site | str = "ffn.mid", ratios: Sequence[float] = RATIOS,
+                 positions="last", batch_size: int = 8, progress: bool = True) -> dict:
+    """NeuronLLM §4.4: Acc and Com of the enhancer (or degrader) for every good:bad ratio.
+
+    good_ranked / bad_ranked: flat ids, best first. Returns
+    {"base": {"acc", "com"}, "rows": [{"ratio", "n_good", "n_bad", "acc", "com"}, ...],
+     "best": the row with the highest Acc for "enhance" / lowest for "degrade" (ties:
+     Com the same way, then the first ratio)}. RAC / RCC: `metrics.rac` / `metrics.rcc`.
+    """
+    if mode not in ("enhance", "degrade"):
+        raise ValueError(f"mode must be 'enhance' or 'degrade', got {mode!r}")
+    site = lm.site(site) if isinstance(site, str) else site
+    operator = enhancer if mode == "enhance" else degrader
+    kw = dict(site=site, positions=positions, batch_size=batch_size)
+    base = evaluate_options(lm, questions, **kw)
+    rows = []
+    for ratio in tqdm(ratios, desc=f"{mode} ratios", disable=not progress):
+        good, bad = split_budget(good_ranked, bad_ranked, budget, ratio)
+        result = evaluate_options(lm, questions, operator(good, bad, site), **kw)
+        rows.append(dict(ratio=ratio, n_good=len(good), n_bad=len(bad), acc=result.acc, com=result.com))
+    sign = 1 if mode == "enhance" else -1
+    best = max(rows, key=lambda r: (sign * r["acc"], sign * r["com"], -r["ratio"]))
+    return {"base": {"acc": base.acc, "com": base.com}, "rows": rows, "best": best}
+
+
+# ---------------------------------------------------------------- restricted fine-tuning
+
+class NeuronParam(NamedTuple):
+    """Neuron i of a layer owns `param.narrow(dim, offset + i, 1)`."""
+    param: nn.Parameter
+    dim: int
+    offset: int
+
+
+# family -> (parameter path inside a layer, dim holding the neuron index, offset in units of n_inner).
+# "In" projections own row i (+ bias i), "out" projections own column i.
+# GPT-2's Conv1D stores weight as [in, out], hence the swapped dims.
+_GATED = (("mlp.gate_proj.weight", 0, 0), ("mlp.gate_proj.bias", 0, 0),
+          ("mlp.up_proj.weight", 0, 0), ("mlp.up_proj.bias", 0, 0), ("mlp.down_proj.weight", 1, 0))
+_NEURON_PARAMS = {
+    **{f: _GATED for f in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text")},
+    "phi3": (("mlp.gate_up_proj.weight", 0, 0), ("mlp.gate_up_proj.weight", 0, 1), ("mlp.down_proj.weight", 1, 0)),
+    "gpt2": (("mlp.c_fc.weight", 1, 0), ("mlp.c_fc.bias", 0, 0), ("mlp.c_proj.weight", 0, 0)),
+    "gptj": (("mlp.fc_in.weight", 0, 0), ("mlp.fc_in.bias", 0, 0), ("mlp.fc_out.weight", 1, 0)),
+    "gpt_neox": (("mlp.dense_h_to_4h.weight", 0, 0), ("mlp.dense_h_to_4h.bias", 0, 0), ("mlp.dense_4h_to_h.weight", 1, 0)),
+    "bert": (("intermediate.dense.weight", 0, 0), ("intermediate.dense.bias", 0, 0), ("output.dense.weight", 1, 0)),
+}
+
+
+def neuron_parameters(model: nn.Module, site: Site, layer: int) -> list[NeuronParam]:
+    """The FFN parameters of `layer` and the dim along which neuron i owns slice i
+    (the unit i of the FFN: its input row(s), bias and output column). Absent biases
+    are skipped. Same for every site of a family (they index the same FFN units)."""
+    if site.family not in _NEURON_PARAMS:
+        raise ValueError(f"no neuron-parameter map for {site.family!r}; known: {', '.join(_NEURON_PARAMS)}")
+    out = []
+    for path, dim, offset in _NEURON_PARAMS[site.family]:
+        try:
+            p = model.get_parameter(f"{site.layers_path}.{layer}.{path}")
+        except AttributeError:
+            if path.endswith(".bias"):
+                continue
+            raise
+        assert p.shape[dim] >= (offset + 1) * site.n_inner, f"{path}: dim {dim} of {tuple(p.shape)} cannot hold {site.n_inner} neurons"
+        out.append(NeuronParam(p, dim, offset * site.n_inner))
+    return out
+
+
+def random_neurons(site: Site, count: int, seed: int = 0) -> dict[int, list[int]]:
+    """`count` neurons drawn uniformly without replacement from all n_layers * n_inner
+    (CNL §5.4 'Random': as many neurons as located, anywhere in the model)."""
+    g = torch.Generator().manual_seed(seed)
+    return as_layer_dict(torch.randperm(site.n_neurons, generator=g)[:count], site)
+
+
+def _trainable(model: nn.Module, site: Site, neurons: dict[int, list[int]], without: bool):
+    """[(param, bool mask of the frozen slices, broadcastable to param)].
+
+    located: the neurons' slices in their layers. without: every FFN neuron of every
+    layer except the given ones (whose weights are zeroed here)."""
+    masks: dict[int, tuple[nn.Parameter, int, torch.Tensor]] = {}
+    for layer in (range(site.n_layers) if without else neurons):
+        idx = torch.as_tensor(neurons.get(layer, []), dtype=torch.long)
+        for p, dim, offset in neuron_parameters(model, site, layer):
+            mask = masks.setdefault(id(p), (p, dim, torch.zeros(p.shape[dim], dtype=torch.bool)))[2]
+            own = torch.zeros(site.n_inner, dtype=torch.bool)
+            own[idx] = True
+            mask[offset:offset + site.n_inner] = ~own if without else own
+            if without:
+                with torch.no_grad():  # CNL 'W/o located': set their parameters to 0
+                    p.narrow(dim, offset, site.n_inner).index_fill_(dim, idx.to(p.device), 0.0)
+    out = []
+    for p, dim, mask in masks.values():
+        shape = [1] * p.ndim
+        shape[dim] = -1
+        out.append((p, ~mask.to(p.device).view(shape)))
+    return out
+
+
+def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 1e-5, epochs: int = 1,
+                        mode: str = "located", seed: int = 0, progress: bool = True) -> list[float]:
+    """Fine-tune only the FFN weights of chosen neurons (CNL §5.4 'Enhance'), in place.
+
+    neurons: the located set (dict / bool mask / flat ids). mode:
+      "located"  train the located neurons' rows/columns (`neuron_parameters`);
+      "random"   as many neurons drawn uniformly over all layers (`random_neurons(seed)`);
+      "without"  zero the located neurons' weights and train the FFN weights of every
+                 other neuron (attention, embeddings and norms stay frozen, so the
+                 comparison is FFN neurons vs FFN neurons).
+    batches: re-iterable of (input_ids, attention_mask, labels) `[batch, seq]`, labels
+      -100 on prompt and pad tokens (see `answer_batches`).
+    Gradients are masked to the trainable slices and Adam has no weight decay, so every
+    other weight stays bitwise unchanged. The model stays in eval mode (no dropout).
+    Returns the mean loss of each epoch. Copy the model first to keep the original.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    site = lm.site(site) if isinstance(site, str) else site
+    model, located = lm.model, as_layer_dict(neurons, site)
+    if mode == "random":
+        located = random_neurons(site, len({(l, i) for l, idx in located.items() for i in idx}), seed)
+    batches = list(batches) if iter(batches) is batches else batches  # a generator would be spent after epoch 1
+    if not located:
+        raise ValueError("restricted_finetune got an empty neuron set: nothing to locate the training on")
+    trainable = _trainable(model, site, located, without=mode == "without")
+    if any(p.dtype in (torch.bfloat16, torch.float16) for p, _ in trainable):
+        log.warning("fine-tuning %s weights: Adam steps of lr=%g may round to zero; load the model in float32", lm.dtype, lr)
+    handles = []
+    try:
+        for p, frozen in trainable:
+            p.requires_grad_(True)
+            handles.append(p.register_hook(lambda g, frozen=frozen: g.masked_fill(frozen, 0.0)))
+        opt = torch.optim.Adam([p for p, _ in trainable], lr=lr, weight_decay=0.0)
+        losses = []
+        with tqdm(total=epochs * len(batches), desc=f"finetune ({mode})", disable=not progress) as bar:
+            for _ in range(epochs):
+                total = 0.0
+                for input_ids, attention_mask, labels in batches:
+                    attention_mask = attention_mask.to(lm.device)
+                    loss = model(input_ids=input_ids.to(lm.device), attention_mask=attention_mask,
+                                 position_ids=position_ids(attention_mask), labels=labels.to(lm.device)).loss
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    total += loss.item()
+                    bar.update()
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                losses.append(total / max(len(batches), 1))
+        return losses
+    finally:
+        for h in handles:
+            h.remove()
+        for p, _ in trainable:
+            p.grad = None
+        model.requires_grad_(False)
+
+
+def answer_batches(lm: LM, examples, batch_size: int = 8, chat: bool = False):
+    """Training batches for `restricted_finetune`: list of (input_ids, attention_mask, labels).
+
+    examples: MCQuestions (prompt = render(q), answer = " " + answer label) or
+    (prompt, answer) string pairs. Rows are left padded; labels = -100 on the prompt
+    (its tokens as encoded alone) and on padding, so the loss is on the answer only.
+    """
+    tok, pairs = lm.tokenizer, []
+    for ex in examples:
+        if isinstance(ex, MCQuestion):
+            ex = (render(ex, tok, chat=chat), " " + ex.answer_label)
+        pairs.append(ex)
+    out = []
+    for start in range(0, len(pairs), batch_size):
+        rows = []
+        for prompt, answer in pairs[start:start + batch_size]:
+            n_prompt = len(tok(prompt)["input_ids"])
+            ids = tok(prompt + answer)["input_ids"]
+            rows.append((ids, [-100] * n_prompt + ids[n_prompt:]))
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for r, (ids, lab) in enumerate(rows):
+            input_ids[r, width - len(ids):] = torch.tensor(ids)
+            mask[r, width - len(ids):] = 1
+            labels[r, width - len(ids):] = torch.tensor(lab)
+        out.append((input_ids, mask, labels))
+    return out

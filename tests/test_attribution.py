@@ -1,0 +1,222 @@
+"""Scorers against independent computations: finite differences, Riemann sums by
+hand, the reference path, a measured Δ sweep, a manual logit lens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import neuronloc as nl
+from neuronloc.attribution import SCORERS, attribute, integrated_gradients, make_query, neurgrad_options
+from neuronloc.hooks import Edit, intervene
+from neuronloc.targets import TARGETS
+
+from conftest import tiny_llama
+
+
+@dataclass
+class Example:
+    prompt: str
+    answer: str
+    uid: str = "ex"
+
+
+QUESTION = nl.MCQuestion(stem="What is 2+2? Think it over.", options=("4", "5", "6", "7"), answer=1,
+                         instruction="Answer with a letter.")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_llama(seed=1)
+
+
+def _target_value(lm, query, target, edits=()):
+    """F of the unbatched full sequence with `edits` applied at the answer position."""
+    with torch.no_grad(), intervene(lm.model, lm.site(), list(edits), positions=[query.position]):
+        logits = lm.model(input_ids=query.input_ids[None]).logits[0]
+    opts = query.options
+    return sum(float(TARGETS[target](logits[query.position + j][None], query.answer[j:j + 1], opts))
+               for j in range(len(query.answer)))
+
+
+def test_ig_equals_hand_riemann_sum_of_finite_differences(lm):
+    """IG_i = a_i/m * sum_k dF/da_i(k/m * a), with the derivative taken by central differences."""
+    query = make_query(lm, QUESTION)
+    steps, layer = 4, 1
+    scores = integrated_gradients(lm, query, "option_prob", steps=steps, rule="right", layers=[layer])
+    from neuronloc.hooks import capture
+    with torch.no_grad(), capture(lm.model, lm.site(), [layer], positions=[query.position]) as cap:
+        lm.model(input_ids=query.input_ids[None])
+    a = cap.acts[layer][0, 0].double()
+    eps = 1e-3
+    for i in (0, 7, 30):
+        total = 0.0
+        for k in range(1, steps + 1):
+            point = (k / steps) * a
+            def f(v):
+                value = point.clone()
+                value[i] = v
+                return _target_value(lm, query, "option_prob", [Edit(layer, list(range(len(a))), "set", value.float())])
+            total += (f(point[i] + eps) - f(point[i] - eps)) / (2 * eps)
+        expected = float(a[i]) * total / steps
+        assert scores[layer, i].item() == pytest.approx(expected, rel=2e-2, abs=1e-7)
+    assert torch.isnan(scores[0]).all() and torch.isnan(scores[2]).all()
+
+
+def test_ig_completeness_over_a_layer(lm):
+    """Sum of IG over one layer's neurons ~ F(a) - F(0) (IG completeness, many steps)."""
+    query = make_query(lm, QUESTION)
+    layer = 2
+    scores = integrated_gradients(lm, query, "answer_prob", steps=256, rule="right", layers=[layer])
+    n = lm.site().n_inner
+    full = _target_value(lm, query, "answer_prob")
+    zero = _target_value(lm, query, "answer_prob", [Edit(layer, list(range(n)), "set", 0.0)])
+    assert scores[layer].sum().item() == pytest.approx(full - zero, rel=2e-2)
+
+
+@pytest.mark.parametrize("target", ["option_prob", "answer_prob", "prob_margin", "answer_logprob"])
+@pytest.mark.parametrize("rule", ["right", "linspace"])
+def test_ig_fast_equals_reference_tiny(lm, target, rule):
+    """The KV-cached batched path gives the reference path's numbers (max rel err <= 1e-4)."""
+    query = make_query(lm, QUESTION)
+    fast = integrated_gradients(lm, query, target, steps=6, rule=rule, path="fast", batch_size=5)
+    ref = integrated_gradients(lm, query, target, steps=6, rule=rule, path="reference")
+    assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+
+
+def test_ig_fast_equals_reference_teacher_forced_multi_token(lm):
+    """NeuronLLM Eq. 2: a multi-token answer, log-probs summed, teacher forced."""
+    example = Example("Paris is the capital of", "France and more")
+    query = make_query(lm, example)
+    assert len(query.answer) > 1 and query.options is None
+    fast = integrated_gradients(lm, query, "answer_logprob", steps=5, path="fast", batch_size=7)
+    ref = integrated_gradients(lm, query, "answer_logprob", steps=5, path="reference")
+    assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+
+
+def test_ig_positions_is_mean_of_per_position_reference_ig(lm):
+    """CNL Eq. 7: mean over answer tokens of IG at each position, (S+1)/S scaling."""
+    example = Example("One plus one is", "two or so")
+    scores = attribute("ig_positions", lm, example, steps=5).scores
+    query = make_query(lm, example)
+    from neuronloc.attribution import Query
+    parts = []
+    for m in range(len(query.answer)):
+        end = query.position + m + 1
+        sub = Query(query.input_ids[:end], end - 1, query.answer[m:m + 1])
+        parts.append(integrated_gradients(lm, sub, "answer_prob", steps=5, rule="linspace", path="reference"))
+    expected = torch.stack(parts).mean(0) * 5 / 4
+    assert torch.allclose(scores, expected, rtol=1e-4, atol=1e-9)
+
+
+def test_neurgrad_matches_measured_slope_of_delta_sweep(lm):
+    """NEG: zero-intercept slope of output shift on Δ (Δ in ±0.01) ~ NeurGrad."""
+    from neuronloc.metrics import neg_slope
+    query = make_query(lm, QUESTION)
+    scores = attribute("neurgrad", lm, QUESTION).scores
+    deltas = torch.linspace(-0.01, 0.01, 9, dtype=torch.float64)
+    base = _target_value(lm, query, "answer_prob")
+    for layer, i in [(0, 3), (1, 20), (2, 47)]:
+        shifts = torch.tensor([_target_value(lm, query, "answer_prob", [Edit(layer, [i], "add_sign", float(d))]) - base
+                               for d in deltas], dtype=torch.float64)
+        slope = float(neg_slope(deltas, shifts))
+        assert scores[layer, i].item() == pytest.approx(slope, rel=2e-2, abs=1e-8)
+
+
+def test_neurgrad_options_rows_are_per_option_neurgrad(lm):
+    """Every option's row equals NeurGrad run with that option as the answer."""
+    from dataclasses import replace
+    per_option = neurgrad_options(lm, QUESTION)
+    assert per_option.shape == (4, 3, lm.site().n_inner)
+    for k in range(4):
+        single = attribute("neurgrad", lm, replace(QUESTION, answer=k)).scores
+        assert torch.allclose(per_option[k], single, rtol=1e-5, atol=1e-10)
+
+
+def test_grad_family_relations(lm):
+    """CG, grad x act, NeurGrad and ACT agree with each other as defined."""
+    g = attribute("grad", lm, QUESTION).scores
+    act = attribute("activation", lm, QUESTION).scores
+    assert torch.allclose(attribute("neurgrad", lm, QUESTION).scores, g * torch.sign(act))
+    assert torch.allclose(attribute("grad_x_act", lm, QUESTION).scores, g * act)
+    from neuronloc.hooks import capture
+    query = make_query(lm, QUESTION)
+    with torch.no_grad(), capture(lm.model, lm.site()) as cap:
+        lm.model(input_ids=query.input_ids[None])
+    assert torch.allclose(act, cap.stack()[:, 0, 0])
+
+
+def test_grad_equals_autograd_through_a_full_forward(lm):
+    """The cached single-position backward equals autograd on the full sequence."""
+    query = make_query(lm, QUESTION)
+    site = lm.site()
+    g = attribute("grad", lm, QUESTION, target="prob_margin").scores
+    from neuronloc.hooks import capture
+    with capture(lm.model, site, positions="last", grad=True) as cap:
+        logits = lm.model(input_ids=query.input_ids[None]).logits[:, -1]
+        TARGETS["prob_margin"](logits, query.answer, query.options).sum().backward()
+    for l in range(site.n_layers):
+        assert torch.allclose(g[l], cap.grad(l)[0, 0], rtol=1e-5, atol=1e-10)
+
+
+def test_lpi_matches_manual_logit_lens(lm):
+    """LPI of one neuron: log p(y | r + a v) - log p(y | r) computed by hand."""
+    query = make_query(lm, QUESTION)
+    scores = attribute("lpi", lm, QUESTION, layers=[1]).scores
+    block = lm.model.model.layers[1]
+    seen = {}
+    h1 = block.post_attention_layernorm.register_forward_pre_hook(lambda m, a: seen.__setitem__("r", a[0][0, -1]))
+    h2 = block.mlp.down_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("a", a[0][0, -1]))
+    with torch.no_grad():
+        lm.model(input_ids=query.input_ids[None])
+    h1.remove(); h2.remove()
+    y = int(query.answer[0])
+    with torch.no_grad():
+        for i in (0, 11, 40):
+            v = block.mlp.down_proj.weight[:, i]
+            lp = lambda x: torch.log_softmax(lm.model.lm_head(lm.model.model.norm(x)), -1)[y]
+            expected = lp(seen["r"] + seen["a"][i] * v) - lp(seen["r"])
+            # a difference of two fp32 log-probs (~ -5): absolute rounding ~ 1e-6
+            assert scores[1, i].item() == pytest.approx(expected.item(), rel=1e-3, abs=2e-6)
+
+
+def test_random_is_seeded(lm):
+    a = attribute("random", lm, QUESTION, seed=3).scores
+    assert torch.equal(a, attribute("random", lm, QUESTION, seed=3).scores)
+    assert not torch.equal(a, attribute("random", lm, QUESTION, seed=4).scores)
+
+
+def test_registry_lists_every_method_and_rejects_unknown(lm):
+    assert {"ig", "ig_positions", "neurgrad", "grad", "grad_x_act", "lpi", "activation", "random"} <= set(SCORERS)
+    with pytest.raises(ValueError, match="unknown attribution method 'nope'.*ig"):
+        attribute("nope", lm, QUESTION)
+    with pytest.raises(ValueError, match="unknown target"):
+        attribute("ig", lm, QUESTION, target="nope")
+
+
+@pytest.mark.model
+def test_ig_fast_equals_reference_on_embedded_model(smol):
+    """Same check on SmolLM2-135M (two layers, 4 steps, to keep CI short)."""
+    from neuronloc.tasks.examples import example_question
+    query = make_query(smol, example_question())
+    fast = integrated_gradients(smol, query, "option_prob", steps=4, layers=[3, 27], path="fast")
+    ref = integrated_gradients(smol, query, "option_prob", steps=4, layers=[3, 27], path="reference")
+    mask = ~torch.isnan(ref)
+    assert ((fast[mask] - ref[mask]).abs().max() / ref[mask].abs().max()).item() <= 1e-4
+
+
+@pytest.mark.model
+def test_neurgrad_matches_slope_on_embedded_model(smol):
+    """NeurGrad vs a measured Δ sweep for neurons with the largest estimated NEG."""
+    from neuronloc.metrics import neg_slope
+    q = nl.MCQuestion(stem="The capital of France is", options=("Paris", "London", "Berlin", "Rome"), answer=0, style="cloze")
+    query = make_query(smol, q)
+    scores = attribute("neurgrad", smol, q).scores
+    deltas = torch.linspace(-0.05, 0.05, 5, dtype=torch.float64)
+    base = _target_value(smol, query, "answer_prob")
+    for flat in scores.abs().flatten().topk(3).indices.tolist():
+        layer, i = divmod(flat, scores.shape[1])
+        shifts = torch.tensor([_target_value(smol, query, "answer_prob", [Edit(layer, [i], "add_sign", float(d))]) - base
+                               for d in deltas], dtype=torch.float64)
+        assert scores[layer, i].item() == pytest.approx(float(neg_slope(deltas, shifts)), rel=0.1)

@@ -1,0 +1,241 @@
+"""Interventions: activation edits, budget split, restricted fine-tuning, option read-out."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+from conftest import tiny_llama
+
+from neuronloc.hooks import capture, intervene, silence
+from neuronloc.interventions import (
+    RATIOS, answer_batches, as_layer_dict, degrader, enhancer, erase, evaluate_options,
+    neuron_parameters, position_ids, random_neurons, restricted_finetune, shift, split_budget,
+    sweep_ratios,
+)
+from neuronloc.sites import resolve_site
+from neuronloc.tasks import MCQuestion, Task, qatt
+
+
+@pytest.fixture(scope="module")
+def questions():
+    """12 QATT proxies of 4 examples, prompts of different lengths (exercises left padding)."""
+    base = [MCQuestion(f"what is {i}{'x' * 3 * i}?", ("red", "green", "blue", "gray"), i % 4) for i in range(4)]
+    return qatt(Task("toy", base)).questions
+
+
+def _prompt(lm, text="Question: a b c\nAnswer:"):
+    return lm.encode([text, text[3:]])
+
+
+# ---------------------------------------------------------------- activation edits
+
+GOOD = {0: [1, 5], 2: [7]}
+BAD = {0: [3], 1: [0, 2]}
+
+
+def _edited(lm, edits):
+    """Neurons at every layer and position, before and after `edits`, from one forward."""
+    site = lm.site()
+    batch = _prompt(lm)
+    with torch.no_grad(), capture(lm.model, site, positions="all") as before, \
+            intervene(lm.model, site, edits), capture(lm.model, site, positions="all") as after:
+        lm.model(**batch)
+    return before.stack(), after.stack()  # [layer, batch, pos, n_inner]
+
+
+@pytest.mark.parametrize("operator, good_op, bad_op", [
+    (enhancer, lambda a: 2 * a, lambda a: 0 * a),
+    (degrader, lambda a: 0 * a, lambda a: 2 * a),
+])
+def test_operator_changes_exactly_the_targeted_coordinates(tiny, operator, good_op, bad_op):
+    before, after = _edited(tiny, operator(GOOD, BAD))
+    expected = before.clone()
+    for neurons, op in ((GOOD, good_op), (BAD, bad_op)):
+        for layer, idx in neurons.items():
+            expected[layer, :, -1, idx] = op(before[layer, :, -1, idx])
+    assert torch.equal(after, expected)
+    assert not torch.equal(after, before)
+
+
+def test_shift_and_erase(tiny):
+    before, after = _edited(tiny, shift(GOOD, 0.5))
+    expected = before.clone()
+    for layer, idx in GOOD.items():
+        a = before[layer, :, -1, idx]
+        expected[layer, :, -1, idx] = a + 0.5 * torch.sign(a)
+    assert torch.equal(after, expected)
+    before, after = _edited(tiny, erase(BAD))
+    assert all((after[l, :, -1, idx] == 0).all() for l, idx in BAD.items())
+
+
+def test_neuron_set_forms_agree(tiny):
+    site = tiny.site()
+    flat = [site.flat(l, i) for l, idx in GOOD.items() for i in idx]
+    mask = torch.zeros(site.n_layers, site.n_inner, dtype=torch.bool)
+    for l, idx in GOOD.items():
+        mask[l, idx] = True
+    assert as_layer_dict(flat, site) == as_layer_dict(torch.tensor(flat), site) == as_layer_dict(mask) == GOOD
+    assert {l: sorted(idx) for l, idx in as_layer_dict(set(flat), site).items()} == GOOD
+    assert as_layer_dict([], site) == {}
+    assert enhancer(flat, [], site) == enhancer(GOOD, {})
+    with pytest.raises(ValueError, match="site"):
+        enhancer(flat, [])
+    with pytest.raises(IndexError):
+        as_layer_dict([site.n_neurons], site)
+
+
+# ---------------------------------------------------------------- budget split
+
+@pytest.mark.parametrize("budget", [10, 7, 100])
+def test_split_budget_all_ratios(budget):
+    good, bad = torch.arange(1000), torch.arange(1000, 2000)
+    assert RATIOS == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    for ratio in RATIOS:
+        g, b = split_budget(good, bad, budget, ratio)
+        n_good = int(ratio * budget + 0.5)  # round half up
+        assert len(g) == n_good and len(g) + len(b) == budget
+        assert torch.equal(g, good[:n_good]) and torch.equal(b, bad[:budget - n_good])
+    assert [len(split_budget(good, bad, 5, r)[0]) for r in RATIOS] == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert split_budget([1, 2], [3], 4, 0.5) == ([1, 2], [3])  # short lists are not refilled
+    with pytest.raises(ValueError):
+        split_budget(good, bad, 10, 1.5)
+
+
+# ---------------------------------------------------------------- option read-out
+
+def _manual(lm, question, edits=None):
+    """One question, unbatched: softmax over the option-label logits at the last position."""
+    from neuronloc.tasks import label_token_ids, render
+
+    prompt = render(question)
+    ids = torch.tensor([lm.tokenizer(prompt)["input_ids"]])
+    with torch.no_grad(), (intervene(lm.model, lm.site(), edits) if edits else nullcontext()):
+        logits = lm.model(input_ids=ids).logits[0, -1]
+    return logits[label_token_ids(lm.tokenizer, prompt, question.labels)].softmax(-1)
+
+
+@pytest.mark.parametrize("edits", [None, enhancer(GOOD, BAD)])
+def test_evaluate_options_matches_manual_forward(tiny, questions, edits):
+    result = evaluate_options(tiny, questions, edits, batch_size=5)
+    manual = torch.stack([_manual(tiny, q, edits) for q in questions])
+    assert result.probs.shape == (len(questions), 4)
+    torch.testing.assert_close(result.probs, manual, atol=1e-5, rtol=1e-4)
+    assert torch.equal(result.pred, manual.argmax(-1))
+    assert torch.equal(result.correct, result.pred == torch.tensor([q.answer for q in questions]))
+    # Com: >= 2 of the 3 proxies of an example right
+    by_uid = {}
+    for q, ok in zip(questions, result.correct.tolist()):
+        by_uid.setdefault(q.uid, []).append(ok)
+    assert result.com == pytest.approx(sum(sum(v) >= 2 for v in by_uid.values()) / len(by_uid))
+
+
+def test_position_ids_ignore_left_padding():
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert position_ids(mask).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
+
+
+def test_sweep_ratios(tiny, questions):
+    site = tiny.site()
+    good, bad = torch.arange(0, 40, 3), torch.arange(60, 100, 3)
+    out = sweep_ratios(tiny, questions, good, bad, budget=6, mode="degrade", site=site, progress=False)
+    assert [r["ratio"] for r in out["rows"]] == RATIOS
+    assert out["best"]["acc"] == min(r["acc"] for r in out["rows"])
+    last = evaluate_options(tiny, questions, degrader(good[:6], [], site))
+    assert out["rows"][-1]["acc"] == last.acc and out["rows"][-1]["com"] == last.com
+    assert out["base"]["acc"] == evaluate_options(tiny, questions).acc
+
+
+# ---------------------------------------------------------------- restricted fine-tuning
+
+LOCATED = {0: [2, 9], 2: [4]}
+
+
+def _owned(model, site, neurons):
+    """{param name: bool mask of the entries owned by `neurons`} (FFN params only)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    owned = {}
+    for layer in range(site.n_layers):
+        for p, dim, offset in neuron_parameters(model, site, layer):
+            m = owned.setdefault(names[id(p)], torch.zeros_like(p, dtype=torch.bool))
+            for i in neurons.get(layer, []):
+                m.narrow(dim, offset + i, 1).fill_(True)
+    return owned
+
+
+@pytest.mark.parametrize("mode", ["located", "random", "without"])
+def test_restricted_finetune_touches_only_selected_weights(questions, mode):
+    lm = tiny_llama(seed=1)
+    site = lm.site()
+    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    located = LOCATED if mode != "random" else random_neurons(site, 3, seed=0)
+    owned = _owned(lm.model, site, located)
+    losses = restricted_finetune(lm, site, LOCATED, answer_batches(lm, questions, batch_size=6),
+                                 lr=1e-3, epochs=2, mode=mode, progress=False)
+    assert len(losses) == 2 and all(map(lambda x: x == x, losses))
+    for name, p in lm.model.named_parameters():
+        assert not p.requires_grad and p.grad is None
+        old, new = before[name], p.detach()
+        if name not in owned:  # attention, embeddings, norms: never trained
+            assert torch.equal(new, old), name
+            continue
+        changed = new != old
+        if mode == "without":
+            assert (new[owned[name]] == 0).all(), name             # located weights zeroed ...
+            assert changed[~owned[name]].all(), name               # ... every other FFN weight trained
+        else:
+            assert torch.equal(new[~owned[name]], old[~owned[name]]), name  # bitwise unchanged
+            assert changed[owned[name]].all(), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_restricted_finetune_on_cuda(questions):
+    lm = tiny_llama(seed=1)
+    lm.model.to("cuda")
+    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    restricted_finetune(lm, "ffn.mid", LOCATED, answer_batches(lm, questions), lr=1e-3, progress=False)
+    owned = _owned(lm.model, lm.site(), LOCATED)
+    for name, p in lm.model.named_parameters():
+        keep = ~owned[name] if name in owned else torch.ones_like(p, dtype=torch.bool)
+        assert torch.equal(p[keep], before[name][keep]) and (name not in owned or (p[owned[name]] != before[name][owned[name]]).all())
+
+
+def test_random_neurons_are_seeded_and_uniform():
+    site = tiny_llama().site()
+    a, b = random_neurons(site, 20, seed=3), random_neurons(site, 20, seed=3)
+    assert a == b and sum(map(len, a.values())) == 20 and a != random_neurons(site, 20, seed=4)
+
+
+def _tiny_family(family):
+    import transformers as tf
+
+    small = dict(vocab_size=64, n_positions=32, max_position_embeddings=32)
+    cfgs = {
+        "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, n_inner=24, **small)),
+        "gptj": lambda: tf.GPTJForCausalLM(tf.GPTJConfig(n_embd=16, n_layer=2, n_head=2, rotary_dim=4, n_inner=24, **small)),
+        "gpt_neox": lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24, **small)),
+        "phi3": lambda: tf.Phi3ForCausalLM(tf.Phi3Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=24, pad_token_id=0, **small)),
+        "bert": lambda: tf.BertForMaskedLM(tf.BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24, **small)),
+        "llama": lambda: tiny_llama().model,
+    }
+    torch.manual_seed(0)
+    return cfgs[family]().eval()
+
+
+@pytest.mark.parametrize("family", ["llama", "phi3", "gpt2", "gptj", "gpt_neox", "bert"])
+def test_neuron_parameters_are_the_neuron(family):
+    """Zeroing the parameters that `neuron_parameters` gives for neuron i has the effect
+    of silencing neuron i: the map names exactly that FFN unit."""
+    model = _tiny_family(family)
+    site = resolve_site(model)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    neurons = {1: [3, 11]}
+    with torch.no_grad(), intervene(model, site, silence(neurons), positions="all"):
+        silenced = model(input_ids=ids).logits
+    with torch.no_grad():
+        for p, dim, offset in neuron_parameters(model, site, 1):
+            p.index_fill_(dim, torch.tensor(neurons[1]) + offset, 0.0)
+        zeroed = model(input_ids=ids).logits
+        original = _tiny_family(family)(input_ids=ids).logits
+    torch.testing.assert_close(zeroed, silenced)
+    assert not torch.equal(silenced, original)
