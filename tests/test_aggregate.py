@@ -1,7 +1,8 @@
 """Aggregators on hand-worked arrays (neuronloc.attribution.aggregate)."""
 import torch
 
-from neuronloc.attribution.aggregate import (RATIOS, ace, bottom_k, budget_split, ids_to_mask, kn_select,
+from neuronloc.interventions import RATIOS, split_budget as budget_split
+from neuronloc.attribution.aggregate import (ace, bottom_k, ids_to_mask, kn_select,
                                              mask_to_ids, scale_z, sigma_mask, to_layer_dict, top_k)
 
 

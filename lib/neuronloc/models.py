@@ -80,6 +80,19 @@ def embedded_gguf() -> Path:
     )
 
 
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """Can we open a connection to the Hugging Face hub? (Avoids minutes of retries offline.)"""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _pick_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -121,8 +134,8 @@ def load_model(name_or_path: str = EMBEDDED, device: str = "auto", dtype="auto",
         source, kwargs["gguf_file"] = str(path.parent), path.name
     else:
         source = name_or_path
-        if not Path(name_or_path).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1":
-            kwargs["local_files_only"] = True
+        if not Path(name_or_path).is_dir() and (os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()):
+            kwargs["local_files_only"] = True  # offline: use the HF cache only, fail fast instead of retrying
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)

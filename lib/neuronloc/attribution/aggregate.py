@@ -13,7 +13,6 @@ from typing import Iterable, NamedTuple
 
 import torch
 
-RATIOS = [i / 10 for i in range(11)]  # good share of the budget, 0 %..100 % in 10 % steps (NeuronLLM §4.4)
 
 
 # ---------------------------------------------------------------- neuron sets
@@ -148,17 +147,3 @@ def sigma_mask(scores: torch.Tensor, sigma: float = 6.0, spread: str = "var") ->
     s = scores.double()
     var = s.var(unbiased=False)
     return (s - s.mean()).abs() > sigma * (var if spread == "var" else var.sqrt())
-
-
-# ---------------------------------------------------------------- NeuronLLM budget
-
-def budget_split(good: torch.Tensor, bad: torch.Tensor, budget: int, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """NeuronLLM §4.4: a budget of K neurons = round(ratio * K) good + the rest bad.
-
-    good/bad: ranked flat ids (best first); returns their prefixes. round is half up.
-    If a set is shorter than its share, it gives what it has (the budget is not refilled).
-    """
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
-    n_good = int(ratio * budget + 0.5)
-    return good[:n_good], bad[:budget - n_good]

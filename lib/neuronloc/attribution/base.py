@@ -122,8 +122,9 @@ def prefix_cache(lm: LM, prefix: torch.Tensor):
     return out.past_key_values
 
 
-def expand_cache(cache, batch: int, config=None):
-    """A fresh cache holding `cache`'s keys/values broadcast to `batch` rows.
+def expand_cache(cache, batch, config=None):
+    """A fresh cache holding `cache`'s keys/values broadcast to `batch` rows
+    (an int, or one int per layer).
 
     The prefix K/V are shared (expand, no copy); each forward appends new
     positions into new tensors, so the original cache is never modified.
@@ -133,10 +134,11 @@ def expand_cache(cache, batch: int, config=None):
     from transformers import DynamicCache
 
     fresh = DynamicCache(config=config) if config is not None else DynamicCache()
-    for i, layer in enumerate(cache.layers):
+    sizes = [batch] * len(cache.layers) if isinstance(batch, int) else list(batch)
+    for i, (layer, size) in enumerate(zip(cache.layers, sizes)):
         fresh.update(layer.keys[:1], layer.values[:1], i)
-        fresh.layers[i].keys = layer.keys.expand(batch, -1, -1, -1)
-        fresh.layers[i].values = layer.values.expand(batch, -1, -1, -1)
+        fresh.layers[i].keys = layer.keys.expand(size, -1, -1, -1)
+        fresh.layers[i].values = layer.values.expand(size, -1, -1, -1)
     return fresh
 
 

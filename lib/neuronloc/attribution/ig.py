@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from contextlib import contextmanager
+
 from ..hooks import neuron_hooks
 from ..models import LM
 from ..targets import get_target
@@ -35,10 +37,14 @@ def alphas(steps: int, rule: str = "right") -> torch.Tensor:
 
 
 def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor, at: int, cache,
-              query: Query, target) -> tuple[dict, dict]:
+              query: Query, target, inputs: dict | None = None) -> tuple[dict, dict]:
     """One batched forward+backward: row r scales layer rows[r][0] by alpha rows[r][1]
     at sequence index `at` of `tokens` (`[seq]`, run after `cache` if given).
 
+    inputs: {layer: the unedited input of that decoder layer `[1, seq, d]`}. When given
+    (fast path), rows are sorted by layer and row r only exists from its own layer
+    on: the batch starts as one driver row and each decoder layer appends its rows,
+    restarted from that layer's input, so layers below a row's edit are not re-run.
     Returns ({layer: sum of dF/da over its rows `[n_inner]`}, {layer: unscaled a `[n_inner]`}).
     """
     device = lm.device
@@ -52,7 +58,7 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
     def make(layer, idx):
         idx_t = torch.tensor(idx, device=device)
 
-        def fn(t):  # t: [batch, seq, n_inner]
+        def fn(t):  # t: [rows so far, seq, n_inner]
             base = t[idx_t, at]  # rows of this layer are unedited up to here: all equal a
             bases[layer] = base[0].detach().float().cpu()
             probe = torch.zeros_like(base, requires_grad=True)
@@ -65,9 +71,19 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
     answer = query.answer.to(device)
     options = None if query.options is None else query.options.to(device)
     n_ans = len(answer)
-    ids = tokens[None].expand(batch, -1).to(device)
-    with torch.enable_grad(), neuron_hooks(lm.model, site, {l: make(l, i) for l, i in by_layer.items()}):
-        out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, batch, lm.model.config), use_cache=cache is not None)
+    if inputs is None:
+        ids, sizes, restart = tokens[None].expand(batch, -1).to(device), batch, {}
+    else:
+        assert all(a[0] <= b[0] for a, b in zip(rows, rows[1:])), "restart needs rows sorted by layer"
+        first = rows[0][0]
+        active = [0] * site.n_layers
+        for layer in range(site.n_layers):
+            active[layer] = sum(1 for l, _ in rows if l <= layer) if layer >= first else 1
+        ids, sizes = tokens[None].to(device), active
+        restart = {l: (inputs[l], len(i), l == first) for l, i in by_layer.items()}
+    with torch.enable_grad(), neuron_hooks(lm.model, site, {l: make(l, i) for l, i in by_layer.items()}), \
+            _restart_rows(lm.model, site, restart):
+        out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, sizes, lm.model.config), use_cache=cache is not None)
         logits = out.logits[:, at: at + n_ans]  # [batch, n_answer, vocab]
         total = sum(target(logits[:, j], answer[j].expand(batch), options) for j in range(n_ans)).sum()
         grads = torch.autograd.grad(total, [probes[l] for l in by_layer])
@@ -75,14 +91,59 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
     return sums, bases
 
 
+@contextmanager
+def _restart_rows(model, site, restart: dict):
+    """Decoder-layer pre-hooks: at layer l append n rows equal to l's unedited input
+    (replace the one driver row at the first layer)."""
+    handles = []
+
+    def make(hidden, n, replace):
+        def pre(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            new = hidden.to(h.dtype).expand(n, -1, -1)
+            h = new if replace else torch.cat([h, new])
+            if args:
+                return (h, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": h}
+        return pre
+
+    try:
+        for layer, (hidden, n, replace) in restart.items():
+            block = model.get_submodule(f"{site.layers_path}.{layer}")
+            handles.append(block.register_forward_pre_hook(make(hidden, n, replace), with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def layer_inputs(lm: LM, site, tokens: torch.Tensor, cache) -> dict:
+    """The unedited input of every decoder layer for `tokens` run after `cache`: {layer: `[1, seq, d]`}."""
+    seen, handles = {}, []
+    for layer in range(site.n_layers):
+        block = lm.model.get_submodule(f"{site.layers_path}.{layer}")
+        handles.append(block.register_forward_pre_hook(
+            lambda m, args, kwargs, layer=layer: seen.__setitem__(layer, (args[0] if args else kwargs["hidden_states"]).detach()),
+            with_kwargs=True))
+    try:
+        lm.model(input_ids=tokens[None].to(lm.device), past_key_values=expand_cache(cache, 1, lm.model.config),
+                 use_cache=cache is not None)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
 def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int = 16, rule: str = "right",
-                         layers=None, site: str = "ffn.mid", path: str = "fast", batch_size: int = 64,
-                         cache=None) -> torch.Tensor:
+                         layers=None, site: str = "ffn.mid", path: str = "fast", batch_size: int = 128,
+                         cache=None, restart: bool = True) -> torch.Tensor:
     """IG of every neuron at `query.position`: `[layer, neuron]` (NaN for skipped layers).
 
     path="fast" (KV-cached prefix, all layers batched) or "reference" (full sequence,
     one batch of alphas per layer). `cache` may hold a precomputed prefix cache
     whose length is at least query.position (it is sliced, not modified).
+    restart (fast path): rows skip the layers below their own edit (see `_run_rows`).
     """
     site_ = lm.site(site)
     target = get_target(target)
@@ -98,9 +159,10 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
             base.update(bases)
     elif path == "fast":
         cache = prefix_cache(lm, query.prefix) if cache is None else _crop(cache, query.position)
+        inputs = layer_inputs(lm, site_, query.suffix, cache) if restart else None
         rows = [(l, a) for l in layers for a in grid]
         for start in range(0, len(rows), batch_size):
-            sums, bases = _run_rows(lm, site_, rows[start:start + batch_size], query.suffix, 0, cache, query, target)
+            sums, bases = _run_rows(lm, site_, rows[start:start + batch_size], query.suffix, 0, cache, query, target, inputs)
             for l, g in sums.items():
                 grad_sum[l] += g
             base.update(bases)
@@ -125,7 +187,7 @@ def _crop(cache, length: int):
 
 @register("ig")
 def ig(lm: LM, question, target: str = "option_prob", steps: int = 16, rule: str = "right", layers=None,
-       site: str = "ffn.mid", path: str = "fast", batch_size: int = 64, chat: bool = False) -> NeuronScores:
+       site: str = "ffn.mid", path: str = "fast", batch_size: int = 128, chat: bool = False) -> NeuronScores:
     """Integrated gradients at the answer position (NeuronLLM Eq. 1, KN).
 
     A multi-token free-form answer is teacher forced and its per-token targets are
@@ -139,7 +201,7 @@ def ig(lm: LM, question, target: str = "option_prob", steps: int = 16, rule: str
 
 @register("ig_positions")
 def ig_positions(lm: LM, question, target: str = "answer_prob", steps: int = 20, layers=None,
-                 site: str = "ffn.mid", batch_size: int = 64, path: str = "fast") -> NeuronScores:
+                 site: str = "ffn.mid", batch_size: int = 128, path: str = "fast") -> NeuronScores:
     """CNL Eq. 7 for one example: mean over answer tokens m of the IG at the position
     predicting y_m, with z_m = x + y_<m teacher forced, target P(y_m | z_m).
 
