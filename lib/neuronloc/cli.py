@@ -55,12 +55,12 @@ def _attribute(args) -> None:
     from .tasks import qatt
     from .tasks.loaders import load_examples, load_task
 
-    lm = load_model(args.model, device=args.device)
-    if args.method == "cnl":
+    if args.method == "cnl":  # data first: a missing file fails before the slow model load
         questions = load_examples(args.task, split=args.split, n=args.n, seed=args.seed)
     else:
         task = load_task(args.task, split=args.split, n=args.n, seed=args.seed)
         questions = qatt(task, n_proxies=args.proxies, seed=args.seed).questions if args.proxies > 1 else task.questions
+    lm = load_model(args.model, device=args.device)
     store = None if args.no_cache else Store.for_model(args.out, lm.slug)
     res = locate(lm, questions, args.method, k=args.k, z=args.z, steps=args.steps, store=store, seed=args.seed,
                  sigma=args.sigma, spread=args.spread, site=args.site)
