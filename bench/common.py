@@ -24,6 +24,7 @@ def _child(fn_name: str, kwargs: dict, queue):
 
     torch.manual_seed(0)
     out = getattr(bench_phases, fn_name)(**kwargs)
+    out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in out.items()}  # numpy pickles by value
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     queue.put(out)
 

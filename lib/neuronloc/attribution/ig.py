@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from ..hooks import neuron_hooks
 from ..models import LM
 from ..targets import get_target
-from .base import NeuronScores, Query, expand_cache, make_query, prefix_cache, register, resolve_layers
+from .base import NeuronScores, Query, expand_cache, logits_from, make_query, prefix_cache, register, resolve_layers
 
 
 def alphas(steps: int, rule: str = "right") -> torch.Tensor:
@@ -83,8 +83,10 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
         restart = {l: (inputs[l], len(i), l == first) for l, i in by_layer.items()}
     with torch.enable_grad(), neuron_hooks(lm.model, site, {l: make(l, i) for l, i in by_layer.items()}), \
             _restart_rows(lm.model, site, restart):
-        out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, sizes, lm.model.config), use_cache=cache is not None)
-        logits = out.logits[:, at: at + n_ans]  # [batch, n_answer, vocab]
+        out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, sizes, lm.model.config),
+                       use_cache=cache is not None, **logits_from(lm.model, len(tokens) - at))
+        first = at - (len(tokens) - out.logits.shape[1])  # the head ran only from position `at` on
+        logits = out.logits[:, first: first + n_ans]  # [batch, n_answer, vocab]
         total = sum(target(logits[:, j], answer[j].expand(batch), options) for j in range(n_ans)).sum()
         grads = torch.autograd.grad(total, [probes[l] for l in by_layer])
     sums = {l: g.float().sum(dim=0).cpu() for l, g in zip(by_layer, grads)}
