@@ -27,6 +27,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .hooks import Edit, excite, intervene, silence
+from .metrics import accuracy, comprehension
 from .models import LM
 from .sites import Site
 from .tasks.core import MCQuestion, label_token_ids, render
@@ -120,8 +121,6 @@ class OptionEval:
     @property
     def acc(self) -> float:
         """Acc over the proxy QAs (NeuronLLM §4.2)."""
-        from .metrics import accuracy  # lazy: metrics -> attribution.aggregate -> interventions.split_budget
-
         return accuracy(self.correct)
 
     @property
@@ -129,8 +128,6 @@ class OptionEval:
         """Com: share of examples (uids) with >= 2 of their 3 proxies right (NeuronLLM §4.2)."""
         if any(not u for u in self.uids):
             raise ValueError("Com groups proxies by question.uid, but some questions have no uid: build them with tasks.qatt")
-        from .metrics import comprehension
-
         ids = {u: i for i, u in enumerate(dict.fromkeys(self.uids))}
         return comprehension(self.correct, [ids[u] for u in self.uids])
 

@@ -30,12 +30,13 @@ def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="a
     rows = len(answers)
     cache = prefix_cache(lm, query.prefix)
     ids = query.suffix[None].expand(rows, -1).to(lm.device)
-    options = None if query.options is None else query.options.to(lm.device)
     with capture(lm.model, site_, layers, positions=[0], grad=grad) as cap:
         with torch.set_grad_enabled(grad):
             out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, rows, lm.model.config), use_cache=cache is not None)
         if grad:
-            total = target_fn(out.logits[:, 0], answers.to(lm.device), options).sum()
+            logits = out.logits[:, 0]  # on the LM head's device
+            options = None if query.options is None else query.options.to(logits.device)
+            total = target_fn(logits, answers.to(logits.device), options).sum()
             grads_l = torch.autograd.grad(total, [cap.probes[l] for l in layers])
     acts = torch.full((site_.n_layers, site_.n_inner), float("nan"))
     for l in layers:

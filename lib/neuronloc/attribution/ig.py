@@ -56,21 +56,20 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
     probes, bases = {}, {}
 
     def make(layer, idx):
-        idx_t = torch.tensor(idx, device=device)
+        idx_t = torch.tensor(idx)
 
-        def fn(t):  # t: [rows so far, seq, n_inner]
-            base = t[idx_t, at]  # rows of this layer are unedited up to here: all equal a
+        def fn(t):  # t: [rows so far, seq, n_inner], on this layer's device (device_map may split the model)
+            idx_d = idx_t.to(t.device)
+            base = t[idx_d, at]  # rows of this layer are unedited up to here: all equal a
             bases[layer] = base[0].detach().float().cpu()
             probe = torch.zeros_like(base, requires_grad=True)
             probes[layer] = probe
             edited = t.clone()
-            edited[idx_t, at] = alpha[idx].to(t.dtype).to(device)[:, None] * base + probe
+            edited[idx_d, at] = alpha[idx].to(t.device, t.dtype)[:, None] * base + probe
             return edited
         return fn
 
-    answer = query.answer.to(device)
-    options = None if query.options is None else query.options.to(device)
-    n_ans = len(answer)
+    n_ans = len(query.answer)
     if inputs is None:
         ids, sizes, restart = tokens[None].expand(batch, -1).to(device), batch, {}
     else:
@@ -87,6 +86,8 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
                        use_cache=cache is not None, **logits_from(lm.model, len(tokens) - at))
         first = at - (len(tokens) - out.logits.shape[1])  # the head ran only from position `at` on
         logits = out.logits[:, first: first + n_ans]  # [batch, n_answer, vocab]
+        answer = query.answer.to(logits.device)
+        options = None if query.options is None else query.options.to(logits.device)
         total = sum(target(logits[:, j], answer[j].expand(batch), options) for j in range(n_ans)).sum()
         grads = torch.autograd.grad(total, [probes[l] for l in by_layer])
     sums = {l: g.float().sum(dim=0).cpu() for l, g in zip(by_layer, grads)}
