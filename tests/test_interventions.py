@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import tiny_llama
 
-from neuronloc.hooks import capture, intervene, silence
+from neuronloc.hooks import Edit, capture, intervene, silence
 from neuronloc.interventions import (
-    RATIOS, answer_batches, as_layer_dict, degrader, enhancer, erase, evaluate_options,
+    RATIOS, answer_batches, as_layer_dict, degrader, enhancer, erase, evaluate_conditions, evaluate_options,
     neuron_parameters, position_ids, random_neurons, restricted_finetune, shift, split_budget,
     sweep_ratios,
 )
@@ -128,6 +128,20 @@ def test_evaluate_options_matches_manual_forward(tiny, questions, edits):
     for q, ok in zip(questions, result.correct.tolist()):
         by_uid.setdefault(q.uid, []).append(ok)
     assert result.com == pytest.approx(sum(sum(v) >= 2 for v in by_uid.values()) / len(by_uid))
+
+
+def test_evaluate_conditions_equals_full_prompt_reruns(tiny, questions):
+    """The KV-cached, one-row-per-condition read-out equals re-running every prompt,
+    left padded and batched, under each condition (positions=[-1] takes the full path)."""
+    site = tiny.site()
+    conditions = [[], enhancer(GOOD, BAD), degrader(GOOD, BAD), shift({1: [3, 5]}, 0.5)]
+    cached = evaluate_conditions(tiny, questions, conditions, site, rows=3)
+    for cond, got in zip(conditions, cached):
+        full = evaluate_options(tiny, questions, cond, site, positions=[-1], batch_size=4)
+        torch.testing.assert_close(got.probs, full.probs, atol=1e-5, rtol=1e-4)
+        assert torch.equal(got.pred, full.pred)
+    with pytest.raises(ValueError, match="without rows="):
+        evaluate_conditions(tiny, questions, [[Edit(0, [1], "set", 0.0, rows=[0])]], site)
 
 
 def test_position_ids_ignore_left_padding():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, NamedTuple, Sequence
 
 import torch
@@ -136,7 +136,13 @@ class OptionEval:
 def evaluate_options(lm: LM, questions: Iterable[MCQuestion], edits: Sequence[Edit] | None = None,
                      site: Site | str = "ffn.mid", positions="last", batch_size: int = 8,
                      chat: bool = False, progress: bool = False) -> OptionEval:
-    """Answer MC questions (batched, left padded), optionally under neuron `edits`."""
+    """Answer MC questions, optionally under neuron `edits`.
+
+    positions="last" (the papers' protocol: edits at the answer position) goes through
+    `evaluate_conditions`; other positions re-run whole prompts, batched and left padded.
+    """
+    if positions == "last":
+        return evaluate_conditions(lm, questions, [list(edits or [])], site, chat=chat, progress=progress)[0]
     questions = list(questions)
     if not questions:
         raise ValueError("evaluate_options needs at least one question")
@@ -153,9 +159,49 @@ def evaluate_options(lm: LM, questions: Iterable[MCQuestion], edits: Sequence[Ed
             for row, (q, prompt) in enumerate(zip(chunk, prompts)):
                 labels = label_token_ids(lm.tokenizer, prompt, q.labels)
                 probs[start + row, :len(labels)] = logits[row, labels].float().softmax(-1).cpu()
+    return _option_eval(questions, probs)
+
+
+def _option_eval(questions: list[MCQuestion], probs: torch.Tensor) -> OptionEval:
     pred = probs.argmax(-1)
     answer = torch.tensor([q.answer for q in questions])
     return OptionEval(probs, pred, answer, pred == answer, [q.uid for q in questions])
+
+
+@torch.no_grad()
+def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Sequence[Sequence[Edit]],
+                        site: Site | str = "ffn.mid", chat: bool = False, rows: int = 64,
+                        progress: bool = False) -> list[OptionEval]:
+    """Answer every question under every condition (a list of edits at the answer position).
+
+    Edits at the last position leave every earlier position unchanged, so each
+    question's prompt prefix runs once (KV cache) and only the answer position is
+    re-run, one batch row per condition (`Edit.rows`): an 11-ratio sweep costs about
+    one prompt forward per question instead of eleven.
+    """
+    from .attribution.base import expand_cache, logits_from, make_query, prefix_cache
+
+    questions, conditions = list(questions), [list(c) for c in conditions]
+    if not questions:
+        raise ValueError("evaluate_conditions needs at least one question")
+    if any(e.rows is not None for c in conditions for e in c):
+        raise ValueError("evaluate_conditions assigns batch rows itself: pass edits without rows=")
+    site = lm.site(site) if isinstance(site, str) else site
+    width = max(len(q.options) for q in questions)
+    probs = torch.zeros(len(conditions), len(questions), width)
+    for i, q in enumerate(tqdm(questions, desc="evaluate", disable=not progress, leave=False)):
+        query = make_query(lm, q, chat=chat)
+        cache = prefix_cache(lm, query.prefix)
+        for start in range(0, len(conditions), rows):
+            chunk = conditions[start:start + rows]
+            edits = [replace(e, rows=[r]) for r, cond in enumerate(chunk) for e in cond]
+            ids = query.suffix[None].expand(len(chunk), -1).to(lm.device)
+            with intervene(lm.model, site, edits, positions="last"):
+                out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, len(chunk), lm.model.config),
+                               use_cache=cache is not None, **logits_from(lm.model, 1))
+            logits = out.logits[:, -1, query.options.to(out.logits.device)].float()
+            probs[start:start + len(chunk), i, :len(query.options)] = logits.softmax(-1).cpu()
+    return [_option_eval(questions, p) for p in probs]
 
 
 def sweep_ratios(lm: LM, questions: Sequence[MCQuestion], good_ranked, bad_ranked, budget: int,
@@ -172,13 +218,14 @@ def sweep_ratios(lm: LM, questions: Sequence[MCQuestion], good_ranked, bad_ranke
         raise ValueError(f"mode must be 'enhance' or 'degrade', got {mode!r}")
     site = lm.site(site) if isinstance(site, str) else site
     operator = enhancer if mode == "enhance" else degrader
-    kw = dict(site=site, positions=positions, batch_size=batch_size)
-    base = evaluate_options(lm, questions, **kw)
-    rows = []
-    for ratio in tqdm(ratios, desc=f"{mode} ratios", disable=not progress):
-        good, bad = split_budget(good_ranked, bad_ranked, budget, ratio)
-        result = evaluate_options(lm, questions, operator(good, bad, site), **kw)
-        rows.append(dict(ratio=ratio, n_good=len(good), n_bad=len(bad), acc=result.acc, com=result.com))
+    splits = [split_budget(good_ranked, bad_ranked, budget, ratio) for ratio in ratios]
+    conditions = [[]] + [operator(good, bad, site) for good, bad in splits]
+    if positions == "last":
+        base, *results = evaluate_conditions(lm, questions, conditions, site, progress=progress)
+    else:
+        base, *results = [evaluate_options(lm, questions, c, site, positions, batch_size) for c in conditions]
+    rows = [dict(ratio=ratio, n_good=len(good), n_bad=len(bad), acc=result.acc, com=result.com)
+            for ratio, (good, bad), result in zip(ratios, splits, results)]
     sign = 1 if mode == "enhance" else -1
     best = max(rows, key=lambda r: (sign * r["acc"], sign * r["com"], -r["ratio"]))
     return {"base": {"acc": base.acc, "com": base.com}, "rows": rows, "best": best}
