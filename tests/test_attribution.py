@@ -239,3 +239,14 @@ def test_ig_fast_restart_equals_reference_for_every_decoder_family(family):
     for restart in (True, False):
         fast = integrated_gradients(lm, query, "answer_logprob", steps=3, path="fast", batch_size=4, restart=restart)
         assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4, (family, restart)
+
+
+def test_auto_batch_size_follows_the_memory_budget(lm, monkeypatch):
+    """Rows per batch = budget / (4 x layers x kv heads x context x head dim x bytes), capped."""
+    from neuronloc.attribution.ig import auto_batch_size
+    site = lm.site()
+    per_row = 4 * 3 * 2 * 1000 * 8 * 4  # tiny_llama: 3 layers, 2 kv heads, head_dim 32 / 4 = 8, fp32
+    monkeypatch.setenv("NEURONLOC_MEMORY_GIB", str(10 * per_row / 2**30))
+    assert auto_batch_size(lm, site, 1000) == 10
+    assert auto_batch_size(lm, site, 2000) == 5
+    assert auto_batch_size(lm, site, 1) == 128

@@ -69,8 +69,9 @@ def question_scores(lm: LM, questions, scorer: str, target: str, store: Store | 
     out = []
     for q in tqdm(list(questions), desc=desc or f"{scorer}/{target}", disable=not progress, leave=False):
         run = lambda: attribute(scorer, lm, q, target=target, **params).scores
+        keyed = {p: v for p, v in params.items() if p != "batch_size"}  # batching does not change scores
         out.append(run() if store is None else
-                   store.cached(key(model=lm, question=q, scorer=scorer, target=target, params=params), run))
+                   store.cached(key(model=lm, question=q, scorer=scorer, target=target, params=keyed), run))
     return torch.stack(out)
 
 
@@ -85,7 +86,7 @@ def _by_example(questions, scores: torch.Tensor) -> torch.Tensor:
 def locate(lm: LM, questions, method: str = "ace", k: int = 100, z: int | None = None, steps: int | None = None,
            store: Store | None = None, progress: bool = True, seed: int = 0, sigma: float = 6.0,
            spread: str = "var", kn_threshold: float = 0.2, kn_share: float = 0.5, site: str = "ffn.mid",
-           batch_size: int = 128) -> Located:
+           batch_size: int | None = None) -> Located:
     """Locate the neurons of a task.
 
     questions: QATT proxies (MCQuestions; proxies of one example share a uid) or, for

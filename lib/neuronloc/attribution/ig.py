@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+import os
 from contextlib import contextmanager
 
 from ..hooks import neuron_hooks
@@ -139,7 +140,7 @@ def layer_inputs(lm: LM, site, tokens: torch.Tensor, cache) -> dict:
 
 
 def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int = 16, rule: str = "right",
-                         layers=None, site: str = "ffn.mid", path: str = "fast", batch_size: int = 128,
+                         layers=None, site: str = "ffn.mid", path: str = "fast", batch_size: int | None = None,
                          cache=None, restart: bool = True) -> torch.Tensor:
     """IG of every neuron at `query.position`: `[layer, neuron]` (NaN for skipped layers).
 
@@ -147,6 +148,7 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
     one batch of alphas per layer). `cache` may hold a precomputed prefix cache
     whose length is at least query.position (it is sliced, not modified).
     restart (fast path): rows skip the layers below their own edit (see `_run_rows`).
+    batch_size: (layer, alpha) rows per forward; None = `auto_batch_size`.
     """
     site_ = lm.site(site)
     target = get_target(target)
@@ -164,6 +166,7 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
         cache = prefix_cache(lm, query.prefix) if cache is None else _crop(cache, query.position)
         inputs = layer_inputs(lm, site_, query.suffix, cache) if restart else None
         rows = [(l, a) for l in layers for a in grid]
+        batch_size = batch_size or auto_batch_size(lm, site_, len(query.input_ids))
         for start in range(0, len(rows), batch_size):
             sums, bases = _run_rows(lm, site_, rows[start:start + batch_size], query.suffix, 0, cache, query, target, inputs)
             for l, g in sums.items():
@@ -174,6 +177,27 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
     for l in layers:
         scores[l] = base[l] * grad_sum[l] / steps
     return scores
+
+
+def auto_batch_size(lm: LM, site, context: int, most: int = 128) -> int:
+    """Rows per fast-path batch that fit a memory budget.
+
+    Each row materialises, per layer, its own keys and values over the whole context
+    (the cached prefix is concatenated with the new position) and their gradients:
+    about 4 x n_layers x kv_heads x context x head_dim elements. Budget: half the
+    free CUDA memory, or $NEURONLOC_MEMORY_GIB (default 2) GiB on the CPU. At most
+    `most` rows (larger CPU batches measured slower).
+    """
+    cfg = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    per_row = 4 * site.n_layers * kv_heads * context * head_dim * torch.finfo(lm.dtype).bits // 8
+    if lm.device.type == "cuda":
+        budget = torch.cuda.mem_get_info(lm.device)[0] / 2
+    else:
+        budget = float(os.environ.get("NEURONLOC_MEMORY_GIB", "2")) * 2**30
+    return int(max(1, min(most, budget // per_row)))
 
 
 def _crop(cache, length: int):
@@ -190,7 +214,7 @@ def _crop(cache, length: int):
 
 @register("ig")
 def ig(lm: LM, question, target: str = "option_prob", steps: int = 16, rule: str = "right", layers=None,
-       site: str = "ffn.mid", path: str = "fast", batch_size: int = 128, chat: bool = False) -> NeuronScores:
+       site: str = "ffn.mid", path: str = "fast", batch_size: int | None = None, chat: bool = False) -> NeuronScores:
     """Integrated gradients at the answer position (NeuronLLM Eq. 1, KN).
 
     A multi-token free-form answer is teacher forced and its per-token targets are
@@ -204,7 +228,7 @@ def ig(lm: LM, question, target: str = "option_prob", steps: int = 16, rule: str
 
 @register("ig_positions")
 def ig_positions(lm: LM, question, target: str = "answer_prob", steps: int = 20, layers=None,
-                 site: str = "ffn.mid", batch_size: int = 128, path: str = "fast") -> NeuronScores:
+                 site: str = "ffn.mid", batch_size: int | None = None, path: str = "fast") -> NeuronScores:
     """CNL Eq. 7 for one example: mean over answer tokens m of the IG at the position
     predicting y_m, with z_m = x + y_<m teacher forced, target P(y_m | z_m).
 
