@@ -250,3 +250,13 @@ def test_auto_batch_size_follows_the_memory_budget(lm, monkeypatch):
     assert auto_batch_size(lm, site, 1000) == 10
     assert auto_batch_size(lm, site, 2000) == 5
     assert auto_batch_size(lm, site, 1) == 128
+
+
+def test_masked_lm_attribution_is_a_clear_error():
+    """BERT has neuron sites and hooks, but the next-token read-out needs a causal LM."""
+    from test_sites import build
+    from conftest import CharTokenizer
+    from neuronloc.models import from_module
+    lm = from_module(build("bert"), CharTokenizer(), name="bert")
+    with pytest.raises(ValueError, match="'bert' is not a causal LM"):
+        attribute("neurgrad", lm, QUESTION)

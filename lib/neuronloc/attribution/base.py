@@ -73,6 +73,9 @@ class Query:
 def make_query(lm: LM, question, chat: bool = False, answer_option: int | None = None) -> Query:
     """Query for an MCQuestion (answer = its label token, or option `answer_option`),
     an object with `prompt` and `answer` strings (free-form, teacher forced), or a Query."""
+    if not lm.model.can_generate():
+        raise ValueError(f"{lm.model.config.model_type!r} is not a causal LM: attribution reads the next-token "
+                         "logits at the answer position; masked-LM read-out is not supported (sites and hooks are)")
     if isinstance(question, Query):
         return question
     tok = lm.tokenizer
