@@ -131,7 +131,7 @@ def test_neurgrad_options_rows_are_per_option_neurgrad(lm):
     assert per_option.shape == (4, 3, lm.site().n_inner)
     for k in range(4):
         single = attribute("neurgrad", lm, replace(QUESTION, answer=k)).scores
-        assert torch.allclose(per_option[k], single, rtol=1e-5, atol=1e-10)
+        assert torch.allclose(per_option[k], single, rtol=1e-5, atol=1e-8)  # fp32: batch of 4 vs 1 row
 
 
 def test_grad_family_relations(lm):

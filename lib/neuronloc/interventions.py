@@ -179,7 +179,7 @@ def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Seq
     re-run, one batch row per condition (`Edit.rows`): an 11-ratio sweep costs about
     one prompt forward per question instead of eleven.
     """
-    from .attribution.base import expand_cache, logits_from, make_query, prefix_cache
+    from .attribution.base import cached_rows, head_rows, logits_from, make_query, prefix_cache
 
     questions, conditions = list(questions), [list(c) for c in conditions]
     if not questions:
@@ -196,10 +196,12 @@ def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Seq
             chunk = conditions[start:start + rows]
             edits = [replace(e, rows=[r]) for r, cond in enumerate(chunk) for e in cond]
             ids = query.suffix[None].expand(len(chunk), -1).to(lm.device)
-            with intervene(lm.model, site, edits, positions="last"):
-                out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, len(chunk), lm.model.config),
-                               use_cache=cache is not None, **logits_from(lm.model, 1))
-            logits = out.logits[:, -1, query.options.to(out.logits.device)].float()
+            with intervene(lm.model, site, edits, positions="last"), cached_rows(lm, cache, len(chunk)) as past, \
+                    head_rows(lm, query.options) as only_options:
+                out = lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None,
+                               **logits_from(lm.model, 1))
+            logits = out.logits[:, -1] if only_options else out.logits[:, -1, query.options.to(out.logits.device)]
+            logits = logits.float()  # [conditions, n_options]
             probs[start:start + len(chunk), i, :len(query.options)] = logits.softmax(-1).cpu()
     return [_option_eval(questions, p) for p in probs]
 

@@ -50,6 +50,10 @@ def prob_margin(logits: torch.Tensor, answer: torch.Tensor, options: torch.Tenso
     return (probs * hit).sum(dim=1) - wrong
 
 
+# Targets that read only the option-label logits: scorers may compute just those
+# (`attribution.base.head_rows`) and pass logits `[batch, n_options]`, options = arange(n).
+OPTION_LOGITS_ONLY = (option_prob,)
+
 TARGETS: dict[str, Target] = {
     "option_prob": option_prob,
     "answer_prob": answer_prob,

@@ -5,6 +5,7 @@ registered by name, so notebooks and the CLI pick methods by name (cf. Captum).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -152,6 +153,47 @@ def expand_cache(cache, batch, config=None):
         fresh.layers[i].keys = layer.keys.expand(size, -1, -1, -1)
         fresh.layers[i].values = layer.values.expand(size, -1, -1, -1)
     return fresh
+
+
+@contextmanager
+def cached_rows(lm: LM, cache, sizes):
+    """`past_key_values` for running batch rows after the prefix `cache` (batch 1).
+
+    Where the family supports it, rows attend to the one shared prefix by
+    broadcasting (`prefix_attention`); otherwise the prefix is expanded to `sizes` rows
+    (an int, or one per layer) and concatenated per row.
+    """
+    from . import prefix_attention
+
+    if cache is not None and prefix_attention.supported(lm):
+        with prefix_attention.shared_prefix(lm, cache) as past:
+            yield past
+    else:
+        yield expand_cache(cache, sizes, lm.model.config)
+
+
+@contextmanager
+def head_rows(lm: LM, tokens: torch.Tensor | None):
+    """Inside the block the LM head computes only the logits of `tokens` (`[n]`):
+    logits[..., j] is the logit of tokens[j]. A read-out over 4 option labels then
+    skips the [rows, vocab] head and its backward (~1/3 of the fast IG path on a
+    small model). tokens=None: the full head."""
+    head = lm.model.get_output_embeddings()
+    if tokens is None or not isinstance(head, torch.nn.Linear):
+        yield False
+        return
+    name = next(n for n, m in lm.model.named_children() if m is head)
+    rows = tokens.to(head.weight.device)
+    sub = torch.nn.Linear(head.in_features, len(rows), bias=head.bias is not None,
+                          device=head.weight.device, dtype=head.weight.dtype)
+    sub.weight = torch.nn.Parameter(head.weight[rows], requires_grad=False)
+    if head.bias is not None:
+        sub.bias = torch.nn.Parameter(head.bias[rows], requires_grad=False)
+    setattr(lm.model, name, sub)
+    try:
+        yield True
+    finally:
+        setattr(lm.model, name, head)
 
 
 def resolve_layers(site: Site, layers) -> list[int]:

@@ -13,7 +13,7 @@ import torch
 from ..hooks import capture
 from ..models import LM
 from ..targets import get_target
-from .base import NeuronScores, Query, expand_cache, make_query, prefix_cache, register, resolve_layers
+from .base import NeuronScores, Query, cached_rows, make_query, prefix_cache, register, resolve_layers
 
 
 def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="answer_prob", layers=None,
@@ -31,8 +31,8 @@ def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="a
     cache = prefix_cache(lm, query.prefix)
     ids = query.suffix[None].expand(rows, -1).to(lm.device)
     with capture(lm.model, site_, layers, positions=[0], grad=grad) as cap:
-        with torch.set_grad_enabled(grad):
-            out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, rows, lm.model.config), use_cache=cache is not None)
+        with torch.set_grad_enabled(grad), cached_rows(lm, cache, rows) as past:
+            out = lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None)
         if grad:
             logits = out.logits[:, 0]  # on the LM head's device
             options = None if query.options is None else query.options.to(logits.device)

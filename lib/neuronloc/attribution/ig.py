@@ -22,8 +22,8 @@ from contextlib import contextmanager
 
 from ..hooks import neuron_hooks
 from ..models import LM
-from ..targets import get_target
-from .base import NeuronScores, Query, expand_cache, logits_from, make_query, prefix_cache, register, resolve_layers
+from ..targets import OPTION_LOGITS_ONLY, get_target
+from .base import NeuronScores, Query, cached_rows, head_rows, logits_from, make_query, prefix_cache, register, resolve_layers
 
 
 def alphas(steps: int, rule: str = "right") -> torch.Tensor:
@@ -81,14 +81,19 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
             active[layer] = sum(1 for l, _ in rows if l <= layer) if layer >= first else 1
         ids, sizes = tokens[None].to(device), active
         restart = {l: (inputs[l], len(i), l == first) for l, i in by_layer.items()}
+    only_options = target in OPTION_LOGITS_ONLY and query.options is not None
     with torch.enable_grad(), neuron_hooks(lm.model, site, {l: make(l, i) for l, i in by_layer.items()}), \
-            _restart_rows(lm.model, site, restart):
-        out = lm.model(input_ids=ids, past_key_values=expand_cache(cache, sizes, lm.model.config),
-                       use_cache=cache is not None, **logits_from(lm.model, len(tokens) - at))
+            _restart_rows(lm.model, site, restart), cached_rows(lm, cache, sizes) as past, \
+            head_rows(lm, query.options if only_options else None):
+        out = lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None,
+                       **logits_from(lm.model, len(tokens) - at))
         first = at - (len(tokens) - out.logits.shape[1])  # the head ran only from position `at` on
-        logits = out.logits[:, first: first + n_ans]  # [batch, n_answer, vocab]
-        answer = query.answer.to(logits.device)
-        options = None if query.options is None else query.options.to(logits.device)
+        logits = out.logits[:, first: first + n_ans]  # [batch, n_answer, vocab or n_options]
+        answer, options = query.answer.to(logits.device), query.options
+        if only_options:  # logits[..., j] is option j's logit
+            answer = (options == query.answer[0]).nonzero()[0].to(logits.device).expand(n_ans)
+            options = torch.arange(len(options))
+        options = None if options is None else options.to(logits.device)
         total = sum(target(logits[:, j], answer[j].expand(batch), options) for j in range(n_ans)).sum()
         grads = torch.autograd.grad(total, [probes[l] for l in by_layer])
     sums = {l: g.float().sum(dim=0).cpu() for l, g in zip(by_layer, grads)}
@@ -131,8 +136,8 @@ def layer_inputs(lm: LM, site, tokens: torch.Tensor, cache) -> dict:
             lambda m, args, kwargs, layer=layer: seen.__setitem__(layer, (args[0] if args else kwargs["hidden_states"]).detach()),
             with_kwargs=True))
     try:
-        lm.model(input_ids=tokens[None].to(lm.device), past_key_values=expand_cache(cache, 1, lm.model.config),
-                 use_cache=cache is not None)
+        with cached_rows(lm, cache, 1) as past:
+            lm.model(input_ids=tokens[None].to(lm.device), past_key_values=past, use_cache=cache is not None)
     finally:
         for h in handles:
             h.remove()
