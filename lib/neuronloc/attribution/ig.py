@@ -15,10 +15,10 @@ Two paths give the same numbers:
 """
 from __future__ import annotations
 
-import torch
-
 import os
 from contextlib import contextmanager
+
+import torch
 
 from ..hooks import neuron_hooks
 from ..models import LM
@@ -75,11 +75,9 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
         ids, sizes, restart = tokens[None].expand(batch, -1).to(device), batch, {}
     else:
         assert all(a[0] <= b[0] for a, b in zip(rows, rows[1:])), "restart needs rows sorted by layer"
-        first = rows[0][0]
-        active = [0] * site.n_layers
-        for layer in range(site.n_layers):
-            active[layer] = sum(1 for l, _ in rows if l <= layer) if layer >= first else 1
-        ids, sizes = tokens[None].to(device), active
+        first = rows[0][0]  # below it, one driver row runs
+        sizes = [1 if layer < first else sum(l <= layer for l, _ in rows) for layer in range(site.n_layers)]
+        ids = tokens[None].to(device)
         restart = {l: (inputs[l], len(i), l == first) for l, i in by_layer.items()}
     only_options = target in OPTION_LOGITS_ONLY and query.options is not None
     with torch.enable_grad(), neuron_hooks(lm.model, site, {l: make(l, i) for l, i in by_layer.items()}), \
@@ -87,11 +85,11 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
             head_rows(lm, query.options if only_options else None):
         out = lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None,
                        **logits_from(lm.model, len(tokens) - at))
-        first = at - (len(tokens) - out.logits.shape[1])  # the head ran only from position `at` on
-        logits = out.logits[:, first: first + n_ans]  # [batch, n_answer, vocab or n_options]
+        start = at - (len(tokens) - out.logits.shape[1])  # the head ran only from position `at` on
+        logits = out.logits[:, start: start + n_ans]  # [batch, n_answer, vocab or n_options]
         answer, options = query.answer.to(logits.device), query.options
-        if only_options:  # logits[..., j] is option j's logit
-            answer = (options == query.answer[0]).nonzero()[0].to(logits.device).expand(n_ans)
+        if only_options:  # one answer token; logits[..., j] is option j's logit
+            answer = (options == query.answer[0]).nonzero()[0].to(logits.device)
             options = torch.arange(len(options))
         options = None if options is None else options.to(logits.device)
         total = sum(target(logits[:, j], answer[j].expand(batch), options) for j in range(n_ans)).sum()
@@ -187,11 +185,13 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
 def auto_batch_size(lm: LM, site, context: int, most: int = 128) -> int:
     """Rows per fast-path batch that fit a memory budget.
 
-    Each row materialises, per layer, its own keys and values over the whole context
-    (the cached prefix is concatenated with the new position) and their gradients:
-    about 4 x n_layers x kv_heads x context x head_dim elements. Budget: half the
-    free CUDA memory, or $NEURONLOC_MEMORY_GIB (default 2) GiB on the CPU. At most
-    `most` rows (larger CPU batches measured slower).
+    Where rows cannot share the cached prefix (families without
+    `prefix_attention`), each row materialises, per layer, its own keys and values
+    over the whole context and their gradients: about 4 x n_layers x kv_heads x
+    context x head_dim elements. We size batches by that bound for every family (an
+    over-estimate where the prefix is shared). Budget: half the free CUDA memory, or
+    $NEURONLOC_MEMORY_GIB (default 2) GiB on the CPU; at most `most` rows (larger CPU
+    batches measured slower).
     """
     cfg = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
     heads = cfg.num_attention_heads
@@ -240,6 +240,8 @@ def ig_positions(lm: LM, question, target: str = "answer_prob", steps: int = 20,
     CNL sums S+1 grid points n/S (n = 0..S, S = 19) and divides by S: steps = S+1
     linspace points, and the mean over points is rescaled by (S+1)/S to match.
     """
+    if steps < 2:
+        raise ValueError("ig_positions needs steps >= 2 (S + 1 grid points, S >= 1)")
     query = make_query(lm, question)
     n = len(query.answer)
     cache = prefix_cache(lm, query.input_ids[: query.position + n - 1]) if path == "fast" else None
