@@ -260,3 +260,31 @@ def test_masked_lm_attribution_is_a_clear_error():
     lm = from_module(build("bert"), CharTokenizer(), name="bert")
     with pytest.raises(ValueError, match="'bert' is not a causal LM"):
         attribute("neurgrad", lm, QUESTION)
+
+
+def test_shared_prefix_attention_only_where_it_is_plain_attention():
+    """Rows share the cached prefix for LLaMA-like families, but not past a sliding window
+    (nor for families with soft-capping), where the KV cache is expanded instead."""
+    import transformers as tf
+    from neuronloc.attribution.prefix_attention import supported
+    from neuronloc.models import from_module
+    from conftest import CharTokenizer
+    from test_sites import _DECODER
+    cfg = dict(_DECODER, sliding_window=8)
+    mistral = from_module(tf.MistralForCausalLM(tf.MistralConfig(**cfg)), CharTokenizer(), "m")
+    assert supported(mistral, 8) and not supported(mistral, 9)
+    gemma2 = from_module(tf.Gemma2ForCausalLM(tf.Gemma2Config(**_DECODER, head_dim=4)), CharTokenizer(), "g")
+    assert not supported(gemma2, 5)
+    # past the window the expanded path is taken, and IG still matches the reference
+    from neuronloc.attribution import Query
+    ids = torch.randint(2, 64, (12,), generator=torch.Generator().manual_seed(0))
+    query = Query(ids[:11], 10, ids[11:12])
+    fast = integrated_gradients(mistral, query, "answer_prob", steps=3, path="fast")
+    ref = integrated_gradients(mistral, query, "answer_prob", steps=3, path="reference")
+    assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+    # CNL's per-position IG past the window: each position gets its own prefix cache
+    from neuronloc.attribution.ig import ig_positions
+    long = Query(ids[:11], 8, ids[9:12])
+    fast = ig_positions(mistral, long, steps=3).scores
+    ref = ig_positions(mistral, long, steps=3, path="reference").scores
+    assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4

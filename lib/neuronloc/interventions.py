@@ -196,7 +196,7 @@ def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Seq
             chunk = conditions[start:start + rows]
             edits = [replace(e, rows=[r]) for r, cond in enumerate(chunk) for e in cond]
             ids = query.suffix[None].expand(len(chunk), -1).to(lm.device)
-            with intervene(lm.model, site, edits, positions="last"), cached_rows(lm, cache, len(chunk)) as past, \
+            with intervene(lm.model, site, edits, positions="last"), cached_rows(lm, cache, len(chunk), ids.shape[1]) as past, \
                     head_rows(lm, query.options) as only_options:
                 out = lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None,
                                **logits_from(lm.model, 1))

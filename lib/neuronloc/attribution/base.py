@@ -152,12 +152,15 @@ def expand_cache(cache, batch, config=None):
         fresh.update(layer.keys[:1], layer.values[:1], i)
         fresh.layers[i].keys = layer.keys.expand(size, -1, -1, -1)
         fresh.layers[i].values = layer.values.expand(size, -1, -1, -1)
+        if hasattr(layer, "cumulative_length"):  # sliding window: holds the last tokens of a longer prefix
+            fresh.layers[i].cumulative_length = layer.cumulative_length
     return fresh
 
 
 @contextmanager
-def cached_rows(lm: LM, cache, sizes):
-    """`past_key_values` for running batch rows after the prefix `cache` (batch 1).
+def cached_rows(lm: LM, cache, sizes, new: int):
+    """`past_key_values` for running batch rows of `new` positions after the prefix
+    `cache` (batch 1).
 
     Where the family supports it, rows attend to the one shared prefix by
     broadcasting (`prefix_attention`); otherwise the prefix is expanded to `sizes` rows
@@ -165,7 +168,7 @@ def cached_rows(lm: LM, cache, sizes):
     """
     from . import prefix_attention
 
-    if cache is not None and prefix_attention.supported(lm):
+    if cache is not None and prefix_attention.supported(lm, cache.get_seq_length() + new):
         with prefix_attention.shared_prefix(lm, cache) as past:
             yield past
     else:

@@ -31,7 +31,7 @@ def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="a
     cache = prefix_cache(lm, query.prefix)
     ids = query.suffix[None].expand(rows, -1).to(lm.device)
     with capture(lm.model, site_, layers, positions=[0], grad=grad) as cap:
-        with torch.set_grad_enabled(grad), cached_rows(lm, cache, rows) as past:
+        with torch.set_grad_enabled(grad), cached_rows(lm, cache, rows, ids.shape[1]) as past:
             out = lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None)
         if grad:
             logits = out.logits[:, 0]  # on the LM head's device

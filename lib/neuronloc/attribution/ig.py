@@ -81,7 +81,7 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
         restart = {l: (inputs[l], len(i), l == first) for l, i in by_layer.items()}
     only_options = target in OPTION_LOGITS_ONLY and query.options is not None
     with torch.enable_grad(), neuron_hooks(lm.model, site, {l: make(l, i) for l, i in by_layer.items()}), \
-            _restart_rows(lm.model, site, restart), cached_rows(lm, cache, sizes) as past, \
+            _restart_rows(lm.model, site, restart), cached_rows(lm, cache, sizes, len(tokens)) as past, \
             head_rows(lm, query.options if only_options else None):
         out = lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None,
                        **logits_from(lm.model, len(tokens) - at))
@@ -134,7 +134,7 @@ def layer_inputs(lm: LM, site, tokens: torch.Tensor, cache) -> dict:
             lambda m, args, kwargs, layer=layer: seen.__setitem__(layer, (args[0] if args else kwargs["hidden_states"]).detach()),
             with_kwargs=True))
     try:
-        with cached_rows(lm, cache, 1) as past:
+        with cached_rows(lm, cache, 1, len(tokens)) as past:
             lm.model(input_ids=tokens[None].to(lm.device), past_key_values=past, use_cache=cache is not None)
     finally:
         for h in handles:
@@ -245,6 +245,8 @@ def ig_positions(lm: LM, question, target: str = "answer_prob", steps: int = 20,
     query = make_query(lm, question)
     n = len(query.answer)
     cache = prefix_cache(lm, query.input_ids[: query.position + n - 1]) if path == "fast" else None
+    if cache is not None and any(getattr(layer, "is_sliding", False) for layer in cache.layers):
+        cache = None  # a sliding-window cache cannot be cut back to each position's prefix
     total = None
     for m in range(n):
         end = query.position + m + 1

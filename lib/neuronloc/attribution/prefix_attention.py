@@ -53,8 +53,11 @@ def _register() -> None:
     AttentionMaskInterface.register(NAME, _no_mask)
 
 
-def supported(lm) -> bool:
-    return lm.model.config.model_type in FAMILIES
+def supported(lm, context: int) -> bool:
+    """Does this model's attention reduce to plain softmax attention over `context` positions?"""
+    cfg = lm.model.config
+    window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+    return cfg.model_type in FAMILIES and (not window or context <= window)
 
 
 class _PrefixLayer(DynamicLayer):
@@ -80,9 +83,6 @@ def shared_prefix(lm, cache):
         return
     from transformers import DynamicCache
 
-    if NAME not in _registered:
-        _register()
-        _registered.add(NAME)
     view = DynamicCache()
     view.layers = [_PrefixLayer(layer.keys[:1], layer.values[:1]) for layer in cache.layers]
     config = lm.model.config
@@ -97,4 +97,4 @@ def shared_prefix(lm, cache):
         _PREFIX.clear()
 
 
-_registered: set[str] = set()
+_register()
