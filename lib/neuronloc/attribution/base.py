@@ -182,10 +182,11 @@ def head_rows(lm: LM, tokens: torch.Tensor | None):
     skips the [rows, vocab] head and its backward (~1/3 of the fast IG path on a
     small model). tokens=None: the full head."""
     head = lm.model.get_output_embeddings()
-    if tokens is None or not isinstance(head, torch.nn.Linear):
+    name = next((n for n, m in lm.model.named_children() if m is head), None)
+    # keep the full head where swapping it is not plain: accelerate-dispatched heads carry device hooks
+    if tokens is None or name is None or not isinstance(head, torch.nn.Linear) or hasattr(head, "_hf_hook"):
         yield False
         return
-    name = next(n for n, m in lm.model.named_children() if m is head)
     rows = tokens.to(head.weight.device)
     sub = torch.nn.Linear(head.in_features, len(rows), bias=head.bias is not None,
                           device=head.weight.device, dtype=head.weight.dtype)
