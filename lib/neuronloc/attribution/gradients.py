@@ -131,7 +131,7 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
     query = make_query(lm, question, chat=chat)
     y = int(query.answer[0])
     layers = resolve_layers(site_, layers)
-    resid, acts = {}, {}
+    resid = {}
     hooks = []
     for l in layers:
         block = model.get_submodule(f"{site_.layers_path}.{l}")
