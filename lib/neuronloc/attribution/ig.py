@@ -99,46 +99,48 @@ def _run_rows(lm: LM, site, rows: list[tuple[int, float]], tokens: torch.Tensor,
 
 
 @contextmanager
-def _restart_rows(model, site, restart: dict):
-    """Decoder-layer pre-hooks: at layer l append n rows equal to l's unedited input
-    (replace the one driver row at the first layer)."""
+def _layer_input_hooks(model, site, fns: dict):
+    """Decoder-layer pre-hooks: fns[layer](hidden `[batch, seq, d]`) may return a
+    replacement for that layer's input hidden states. Always removed on exit."""
     handles = []
 
-    def make(hidden, n, replace):
+    def wrap(fn):
         def pre(module, args, kwargs):
-            h = args[0] if args else kwargs["hidden_states"]
-            new = hidden.to(h.dtype).expand(n, -1, -1)
-            h = new if replace else torch.cat([h, new])
-            if args:
-                return (h, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": h}
+            h = fn(args[0] if args else kwargs["hidden_states"])
+            if h is None:
+                return None
+            return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
         return pre
 
     try:
-        for layer, (hidden, n, replace) in restart.items():
+        for layer, fn in fns.items():
             block = model.get_submodule(f"{site.layers_path}.{layer}")
-            handles.append(block.register_forward_pre_hook(make(hidden, n, replace), with_kwargs=True))
+            handles.append(block.register_forward_pre_hook(wrap(fn), with_kwargs=True))
         yield
     finally:
         for h in handles:
             h.remove()
 
 
+def _restart_rows(model, site, restart: dict):
+    """At layer l append n rows equal to l's unedited input (replace the one driver
+    row at the first layer)."""
+    def make(hidden, n, replace):
+        def fn(h):
+            new = hidden.to(h.dtype).expand(n, -1, -1)
+            return new if replace else torch.cat([h, new])
+        return fn
+
+    return _layer_input_hooks(model, site, {l: make(*spec) for l, spec in restart.items()})
+
+
 @torch.no_grad()
 def layer_inputs(lm: LM, site, tokens: torch.Tensor, cache) -> dict:
     """The unedited input of every decoder layer for `tokens` run after `cache`: {layer: `[1, seq, d]`}."""
-    seen, handles = {}, []
-    for layer in range(site.n_layers):
-        block = lm.model.get_submodule(f"{site.layers_path}.{layer}")
-        handles.append(block.register_forward_pre_hook(
-            lambda m, args, kwargs, layer=layer: seen.__setitem__(layer, (args[0] if args else kwargs["hidden_states"]).detach()),
-            with_kwargs=True))
-    try:
-        with cached_rows(lm, cache, 1, len(tokens)) as past:
-            lm.model(input_ids=tokens[None].to(lm.device), past_key_values=past, use_cache=cache is not None)
-    finally:
-        for h in handles:
-            h.remove()
+    seen = {}
+    record = {layer: (lambda h, layer=layer: seen.__setitem__(layer, h.detach())) for layer in range(site.n_layers)}
+    with _layer_input_hooks(lm.model, site, record), cached_rows(lm, cache, 1, len(tokens)) as past:
+        lm.model(input_ids=tokens[None].to(lm.device), past_key_values=past, use_cache=cache is not None)
     return seen
 
 
