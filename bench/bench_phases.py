@@ -6,20 +6,21 @@ import time
 import torch
 
 
-def _setup():
+def _setup(readout: str = "letter"):
     import neuronloc as nl
-    from neuronloc.attribution import make_query
+    from neuronloc.engine import make_query
     from common import question
 
     lm = nl.load_model("smollm2-135m")
-    return lm, make_query(lm, question())
+    return lm, make_query(lm, question(), readout=readout)
 
 
-def ig(path: str, steps: int, layers: list[int] | None, batch_size: int = 128, repeat: int = 1) -> dict:
+def ig(path: str, steps: int, layers: list[int] | None, batch_size: int | None = 128, repeat: int = 1,
+       readout: str = "letter") -> dict:
     from neuronloc.attribution import integrated_gradients
     from common import timed
 
-    lm, query = _setup()
+    lm, query = _setup(readout)
     run = lambda: integrated_gradients(lm, query, "option_prob", steps=steps, rule="right", layers=layers,
                                        path=path, batch_size=batch_size)
     if path == "reference":  # minutes per call: no warm-up, one timed call
@@ -28,7 +29,8 @@ def ig(path: str, steps: int, layers: list[int] | None, batch_size: int = 128, r
         seconds = time.perf_counter() - t
     else:
         seconds, scores = timed(run, repeat)
-    return {"seconds": seconds, "scores": scores, "tokens": len(query.input_ids)}
+    return {"seconds": seconds, "scores": scores, "tokens": len(query.prompt),
+            "option_tokens": [len(c) for c in query.continuations]}
 
 
 def neurgrad(repeat: int = 3) -> dict:
@@ -36,13 +38,14 @@ def neurgrad(repeat: int = 3) -> dict:
     from common import timed
 
     lm, query = _setup()
-    ids = query.input_ids[None].to(lm.device)
+    ids = query.prompt[None].to(lm.device)
 
     def forward():
         with torch.no_grad():
             return lm.model(input_ids=ids).logits
 
     t_forward, _ = timed(forward, repeat)
-    t_neurgrad, (acts, grads) = timed(lambda: answer_position_grads(lm, query, query.options, "answer_prob"), repeat)
-    return {"forward_seconds": t_forward, "neurgrad_seconds": t_neurgrad, "tokens": len(query.input_ids),
-            "n_options": len(query.options), "grads_shape": list(grads.shape)}
+    options = torch.arange(query.n_options)
+    t_neurgrad, (acts, grads) = timed(lambda: answer_position_grads(lm, query, options, "answer_prob"), repeat)
+    return {"forward_seconds": t_forward, "neurgrad_seconds": t_neurgrad, "tokens": len(query.prompt),
+            "n_options": query.n_options, "grads_shape": list(grads.shape)}

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import neuronloc as nl
-from neuronloc.attribution import SCORERS, attribute, integrated_gradients, make_query, neurgrad_options
+from neuronloc.attribution import SCORERS, attribute, integrated_gradients, neurgrad_options
+from neuronloc.engine import Query, make_query
 from neuronloc.hooks import Edit, intervene
 from neuronloc.targets import TARGETS
 
@@ -31,13 +32,26 @@ def lm():
     return tiny_llama(seed=1)
 
 
+def option_logprobs(lm, query, edits=()):
+    """Each option's summed token log-probability, by hand: one unbatched forward of the
+    full sequence prompt + option per option, `edits` at the answer position. `[n_options]`"""
+    out = []
+    for cont in query.continuations:
+        ids = torch.cat([query.prompt, cont])
+        with torch.no_grad(), intervene(lm.model, lm.site(), list(edits), positions=[query.position]):
+            lp = lm.model(input_ids=ids[None]).logits[0].double().log_softmax(-1)
+        out.append(sum(lp[query.position + j, int(t)] for j, t in enumerate(cont)))
+    return torch.stack(out)
+
+
 def _target_value(lm, query, target, edits=()):
-    """F of the unbatched full sequence with `edits` applied at the answer position."""
-    with torch.no_grad(), intervene(lm.model, lm.site(), list(edits), positions=[query.position]):
-        logits = lm.model(input_ids=query.input_ids[None]).logits[0]
-    opts = query.options
-    return sum(float(TARGETS[target](logits[query.position + j][None], query.answer[j:j + 1], opts))
-               for j in range(len(query.answer)))
+    """F read by hand from `option_logprobs` (read-out normalisation and prior applied)."""
+    scores = option_logprobs(lm, query, edits)
+    if query.lengths is not None:
+        scores = scores / query.lengths.double()
+    if query.priors is not None:
+        scores = scores - query.priors.double()
+    return float(TARGETS[target](scores[None], torch.tensor([query.answer])))
 
 
 def test_ig_equals_hand_riemann_sum_of_finite_differences(lm):
@@ -47,7 +61,7 @@ def test_ig_equals_hand_riemann_sum_of_finite_differences(lm):
     scores = integrated_gradients(lm, query, "option_prob", steps=steps, rule="right", layers=[layer])
     from neuronloc.hooks import capture
     with torch.no_grad(), capture(lm.model, lm.site(), [layer], positions=[query.position]) as cap:
-        lm.model(input_ids=query.input_ids[None])
+        lm.model(input_ids=query.prompt[None])
     a = cap.acts[layer][0, 0].double()
     eps = 1e-3
     for i in (0, 7, 30):
@@ -89,7 +103,7 @@ def test_ig_fast_equals_reference_teacher_forced_multi_token(lm):
     """NeuronLLM Eq. 2: a multi-token answer, log-probs summed, teacher forced."""
     example = Example("Paris is the capital of", "France and more")
     query = make_query(lm, example)
-    assert len(query.answer) > 1 and query.options is None
+    assert len(query.answer_tokens) > 1 and query.n_options == 1
     fast = integrated_gradients(lm, query, "answer_logprob", steps=5, path="fast", batch_size=7)
     ref = integrated_gradients(lm, query, "answer_logprob", steps=5, path="reference")
     assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
@@ -100,11 +114,10 @@ def test_ig_positions_is_mean_of_per_position_reference_ig(lm):
     example = Example("One plus one is", "two or so")
     scores = attribute("ig_positions", lm, example, steps=5).scores
     query = make_query(lm, example)
-    from neuronloc.attribution import Query
+    tokens = torch.cat([query.prompt, query.answer_tokens])
     parts = []
-    for m in range(len(query.answer)):
-        end = query.position + m + 1
-        sub = Query(query.input_ids[:end], end - 1, query.answer[m:m + 1])
+    for m in range(len(query.answer_tokens)):
+        sub = Query(tokens[:query.position + m + 1], (tokens[query.position + m + 1:][:1],))
         parts.append(integrated_gradients(lm, sub, "answer_prob", steps=5, rule="linspace", path="reference"))
     expected = torch.stack(parts).mean(0) * 5 / 4
     assert torch.allclose(scores, expected, rtol=1e-4, atol=1e-9)
@@ -143,7 +156,7 @@ def test_grad_family_relations(lm):
     from neuronloc.hooks import capture
     query = make_query(lm, QUESTION)
     with torch.no_grad(), capture(lm.model, lm.site()) as cap:
-        lm.model(input_ids=query.input_ids[None])
+        lm.model(input_ids=query.prompt[None])
     assert torch.allclose(act, cap.stack()[:, 0, 0])
 
 
@@ -153,9 +166,10 @@ def test_grad_equals_autograd_through_a_full_forward(lm):
     site = lm.site()
     g = attribute("grad", lm, QUESTION, target="prob_margin").scores
     from neuronloc.hooks import capture
+    options = torch.cat(query.continuations)  # single-token labels
     with capture(lm.model, site, positions="last", grad=True) as cap:
-        logits = lm.model(input_ids=query.input_ids[None]).logits[:, -1]
-        TARGETS["prob_margin"](logits, query.answer, query.options).sum().backward()
+        logits = lm.model(input_ids=query.prompt[None]).logits[:, -1]
+        TARGETS["prob_margin"](logits.log_softmax(-1)[:, options], torch.tensor([query.answer])).sum().backward()
     for l in range(site.n_layers):
         assert torch.allclose(g[l], cap.grad(l)[0, 0], rtol=1e-5, atol=1e-10)
 
@@ -169,9 +183,9 @@ def test_lpi_matches_manual_logit_lens(lm):
     h1 = block.post_attention_layernorm.register_forward_pre_hook(lambda m, a: seen.__setitem__("r", a[0][0, -1]))
     h2 = block.mlp.down_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("a", a[0][0, -1]))
     with torch.no_grad():
-        lm.model(input_ids=query.input_ids[None])
+        lm.model(input_ids=query.prompt[None])
     h1.remove(); h2.remove()
-    y = int(query.answer[0])
+    y = int(query.answer_tokens[0])
     with torch.no_grad():
         for i in (0, 11, 40):
             v = block.mlp.down_proj.weight[:, i]
@@ -230,11 +244,10 @@ def test_ig_fast_restart_equals_reference_for_every_decoder_family(family):
     """Restarting rows at their layer's input (and the KV-cached prefix) is exact for each family."""
     from test_sites import build
     from conftest import CharTokenizer
-    from neuronloc.attribution import Query
     from neuronloc.models import from_module
     lm = from_module(build(family), CharTokenizer(), name=family)
     ids = torch.randint(2, 64, (9,), generator=torch.Generator().manual_seed(0))
-    query = Query(ids[:8], 5, ids[6:9])  # edit position 5, three teacher-forced answer tokens
+    query = Query(ids[:6], (ids[6:9],))  # edit position 5, three teacher-forced answer tokens
     ref = integrated_gradients(lm, query, "answer_logprob", steps=3, path="reference")
     for restart in (True, False):
         fast = integrated_gradients(lm, query, "answer_logprob", steps=3, path="fast", batch_size=4, restart=restart)
@@ -243,13 +256,12 @@ def test_ig_fast_restart_equals_reference_for_every_decoder_family(family):
 
 def test_auto_batch_size_follows_the_memory_budget(lm, monkeypatch):
     """Rows per batch = budget / (4 x layers x kv heads x context x head dim x bytes), capped."""
-    from neuronloc.attribution.ig import auto_batch_size
-    site = lm.site()
+    from neuronloc.engine import auto_batch_size
     per_row = 4 * 3 * 2 * 1000 * 8 * 4  # tiny_llama: 3 layers, 2 kv heads, head_dim 32 / 4 = 8, fp32
     monkeypatch.setenv("NEURONLOC_MEMORY_GIB", str(10 * per_row / 2**30))
-    assert auto_batch_size(lm, site, 1000) == 10
-    assert auto_batch_size(lm, site, 2000) == 5
-    assert auto_batch_size(lm, site, 1) == 128
+    assert auto_batch_size(lm, 3, 1000) == 10
+    assert auto_batch_size(lm, 3, 2000) == 5
+    assert auto_batch_size(lm, 3, 1) == 128
 
 
 def test_masked_lm_attribution_is_a_clear_error():
@@ -266,7 +278,7 @@ def test_shared_prefix_attention_only_where_it_is_plain_attention():
     """Rows share the cached prefix for LLaMA-like families, but not past a sliding window
     (nor for families with soft-capping), where the KV cache is expanded instead."""
     import transformers as tf
-    from neuronloc.attribution.prefix_attention import supported
+    from neuronloc.prefix_attention import supported
     from neuronloc.models import from_module
     from conftest import CharTokenizer
     from test_sites import _DECODER
@@ -276,15 +288,14 @@ def test_shared_prefix_attention_only_where_it_is_plain_attention():
     gemma2 = from_module(tf.Gemma2ForCausalLM(tf.Gemma2Config(**_DECODER, head_dim=4)), CharTokenizer(), "g")
     assert not supported(gemma2, 5)
     # past the window the expanded path is taken, and IG still matches the reference
-    from neuronloc.attribution import Query
     ids = torch.randint(2, 64, (12,), generator=torch.Generator().manual_seed(0))
-    query = Query(ids[:11], 10, ids[11:12])
+    query = Query(ids[:11], (ids[11:12],))
     fast = integrated_gradients(mistral, query, "answer_prob", steps=3, path="fast")
     ref = integrated_gradients(mistral, query, "answer_prob", steps=3, path="reference")
     assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
     # CNL's per-position IG past the window: each position gets its own prefix cache
     from neuronloc.attribution.ig import ig_positions
-    long = Query(ids[:11], 8, ids[9:12])
+    long = Query(ids[:9], (ids[9:12],))
     fast = ig_positions(mistral, long, steps=3).scores
     ref = ig_positions(mistral, long, steps=3, path="reference").scores
     assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4

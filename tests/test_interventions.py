@@ -117,7 +117,7 @@ def _manual(lm, question, edits=None):
 
 @pytest.mark.parametrize("edits", [None, enhancer(GOOD, BAD)])
 def test_evaluate_options_matches_manual_forward(tiny, questions, edits):
-    result = evaluate_options(tiny, questions, edits, batch_size=5)
+    result = evaluate_options(tiny, questions, edits)
     manual = torch.stack([_manual(tiny, q, edits) for q in questions])
     assert result.probs.shape == (len(questions), 4)
     torch.testing.assert_close(result.probs, manual, atol=1e-5, rtol=1e-4)
@@ -137,7 +137,7 @@ def test_evaluate_conditions_equals_full_prompt_reruns(tiny, questions):
     conditions = [[], enhancer(GOOD, BAD), degrader(GOOD, BAD), shift({1: [3, 5]}, 0.5)]
     cached = evaluate_conditions(tiny, questions, conditions, site, rows=3)
     for cond, got in zip(conditions, cached):
-        full = evaluate_options(tiny, questions, cond, site, positions=[-1], batch_size=4)
+        full = evaluate_options(tiny, questions, cond, site, positions=[-1])
         torch.testing.assert_close(got.probs, full.probs, atol=1e-5, rtol=1e-4)
         assert torch.equal(got.pred, full.pred)
     with pytest.raises(ValueError, match="without rows="):

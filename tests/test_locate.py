@@ -8,7 +8,7 @@ import torch
 import neuronloc as nl
 from neuronloc.attribution import attribute
 from neuronloc.attribution.aggregate import ace, sigma_mask
-from neuronloc.locate import METHODS, locate
+from neuronloc.localization import METHODS, locate
 from neuronloc.store import Store
 
 from conftest import tiny_llama
@@ -42,7 +42,7 @@ def test_methods_differ_in_target(lm, proxies):
     tn = locate(lm, proxies, "tn", k=5, z=10, steps=2, progress=False)
     qrnca = locate(lm, proxies, "qrnca", k=5, z=10, steps=2, progress=False)
     assert not torch.allclose(tn.example_scores, qrnca.example_scores)
-    assert METHODS["kn"].has_bad is False and len(locate(lm, proxies, "kn", k=5, steps=2, progress=False).bad) == 0
+    assert len(locate(lm, proxies, "kn", k=5, steps=2, progress=False).bad) == 0
 
 
 def test_cnl_sigma_mask_on_free_form_examples(lm):
@@ -60,7 +60,7 @@ def test_rerun_hits_the_cache(lm, proxies, tmp_path, monkeypatch):
     """The second run computes nothing: every per-question score comes from disk."""
     store = Store(tmp_path)
     first = locate(lm, proxies, "neurgrad", k=5, store=store, progress=False)
-    import neuronloc.locate as mod
+    import neuronloc.localization.methods as mod
     monkeypatch.setattr(mod, "attribute", lambda *a, **k: pytest.fail("recomputed a cached score"))
     again = locate(lm, proxies, "neurgrad", k=5, store=store, progress=False)
     assert torch.equal(first.scores, again.scores)
@@ -69,3 +69,36 @@ def test_rerun_hits_the_cache(lm, proxies, tmp_path, monkeypatch):
 def test_unknown_method_is_a_clear_error(lm, proxies):
     with pytest.raises(ValueError, match="unknown method 'foo'.*ace"):
         locate(lm, proxies, "foo")
+
+
+@pytest.mark.parametrize("method, kind", [("cnl", "mc"), ("ace", "free"), ("tn", "free")])
+def test_method_rejects_the_wrong_kind_of_data(lm, proxies, method, kind):
+    """cnl needs free-form examples; option targets need multiple-choice questions."""
+    from neuronloc.tasks.loaders import Example
+    data = proxies if kind == "mc" else [Example("One and one make", "two", "a")]
+    with pytest.raises(ValueError, match="free-form" if method == "cnl" else "multiple-choice"):
+        locate(lm, data, method, progress=False)
+
+
+@pytest.mark.parametrize("params, match", [({"k": -5}, "k must be >= 1"), ({"k": 0}, "k must be >= 1"),
+                                           ({"z": 0}, "z must be >= 1"), ({"steps": 0}, "steps must be >= 1")])
+def test_bad_sizes_are_errors(lm, proxies, params, match):
+    """No silent substitution: a non-positive k, z or steps is an error (issue: locate(k=-5) gave 46,075 neurons)."""
+    with pytest.raises(ValueError, match=match):
+        locate(lm, proxies, "ace", progress=False, **params)
+
+
+def test_no_questions_is_a_clear_error(lm):
+    with pytest.raises(ValueError, match="no questions"):
+        locate(lm, [], "ace", progress=False)
+
+
+def test_readout_reaches_the_scorer(lm, proxies):
+    """locate(readout=...) scores with that read-out: same as the questions carrying it."""
+    from dataclasses import replace
+    cloze = [replace(q, options=("two", "four", "six", "eight"), readout="cloze") for q in proxies]
+    letters = [replace(q, options=("two", "four", "six", "eight")) for q in proxies]
+    got = locate(lm, letters, "qrnca", k=5, z=10, steps=2, progress=False, readout="cloze")
+    ref = locate(lm, cloze, "qrnca", k=5, z=10, steps=2, progress=False)
+    assert torch.allclose(got.scores, ref.scores, rtol=1e-6, atol=1e-12)
+    assert got.params["readout"] == "cloze"

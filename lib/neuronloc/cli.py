@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .locate import METHODS
+from .localization import METHODS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 def _attribute(args) -> None:
     import torch
 
-    from .locate import locate
+    from .localization import locate
     from .models import load_model
     from .store import Store
     from .tasks import qatt
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "methods":
-            from .locate import __doc__ as doc
+            from .localization.methods import __doc__ as doc
             print(doc.split("\n\n")[1])
         elif args.command == "tasks":
             from .tasks.loaders import EXAMPLE_LOADERS, LOADERS

@@ -26,11 +26,12 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .engine import Layout, forward_rows, make_query, prefix_cache
 from .hooks import Edit, excite, intervene, silence
 from .metrics import accuracy, comprehension
 from .models import LM
 from .sites import Site
-from .tasks.core import MCQuestion, label_token_ids, render
+from .tasks.core import READOUTS, MCQuestion, render
 
 log = logging.getLogger(__name__)
 
@@ -134,32 +135,35 @@ class OptionEval:
 
 @torch.no_grad()
 def evaluate_options(lm: LM, questions: Iterable[MCQuestion], edits: Sequence[Edit] | None = None,
-                     site: Site | str = "ffn.mid", positions="last", batch_size: int = 8,
-                     chat: bool = False, progress: bool = False) -> OptionEval:
+                     site: Site | str = "ffn.mid", positions="last", chat: bool = False,
+                     readout: str | None = None, progress: bool = False) -> OptionEval:
     """Answer MC questions, optionally under neuron `edits`.
 
     positions="last" (the papers' protocol: edits at the answer position) goes through
-    `evaluate_conditions`; other positions re-run whole prompts, batched and left padded.
+    `evaluate_conditions`. Other positions ("all" or indices) edit the whole sequence
+    of each option row (prompt, then the continuation but its last token), one question
+    at a time.
+    readout: how answers are read (default: each question's own `readout`).
     """
     if positions == "last":
-        return evaluate_conditions(lm, questions, [list(edits or [])], site, chat=chat, progress=progress)[0]
+        return evaluate_conditions(lm, questions, [list(edits or [])], site, chat=chat, readout=readout,
+                                   progress=progress)[0]
+    questions = _nonempty(questions)
+    site = lm.site(site) if isinstance(site, str) else site
+    probs = torch.zeros(len(questions), max(len(q.options) for q in questions))
+    for i, q in enumerate(tqdm(questions, desc="evaluate", disable=not progress, leave=False)):
+        query = make_query(lm, q, chat=chat, readout=readout)  # outside the edits: pmi priors are unedited
+        with intervene(lm.model, site, edits, positions=positions) if edits else nullcontext():
+            scores = forward_rows(lm, Layout(query, 1, full=True), None)
+        probs[i, :query.n_options] = scores[0].softmax(-1).cpu()
+    return _option_eval(questions, probs)
+
+
+def _nonempty(questions) -> list[MCQuestion]:
     questions = list(questions)
     if not questions:
-        raise ValueError("evaluate_options needs at least one question")
-    site = lm.site(site) if isinstance(site, str) else site
-    width = max(len(q.options) for q in questions)
-    probs = torch.zeros(len(questions), width)
-    ctx = intervene(lm.model, site, edits, positions=positions) if edits else nullcontext()
-    with ctx:
-        for start in tqdm(range(0, len(questions), batch_size), desc="evaluate", disable=not progress):
-            chunk = questions[start:start + batch_size]
-            prompts = [render(q, lm.tokenizer, chat=chat) for q in chunk]
-            batch = lm.encode(prompts)
-            logits = lm.model(**batch, position_ids=position_ids(batch["attention_mask"])).logits[:, -1]  # [B, vocab]
-            for row, (q, prompt) in enumerate(zip(chunk, prompts)):
-                labels = label_token_ids(lm.tokenizer, prompt, q.labels)
-                probs[start + row, :len(labels)] = logits[row, labels].float().softmax(-1).cpu()
-    return _option_eval(questions, probs)
+        raise ValueError("no questions to evaluate: pass at least one MCQuestion")
+    return questions
 
 
 def _option_eval(questions: list[MCQuestion], probs: torch.Tensor) -> OptionEval:
@@ -171,44 +175,107 @@ def _option_eval(questions: list[MCQuestion], probs: torch.Tensor) -> OptionEval
 @torch.no_grad()
 def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Sequence[Sequence[Edit]],
                         site: Site | str = "ffn.mid", chat: bool = False, rows: int = 64,
-                        progress: bool = False) -> list[OptionEval]:
+                        readout: str | None = None, progress: bool = False) -> list[OptionEval]:
     """Answer every question under every condition (a list of edits at the answer position).
 
-    Edits at the last position leave every earlier position unchanged, so each
-    question's prompt prefix runs once (KV cache) and only the answer position is
-    re-run, one batch row per condition (`Edit.rows`): an 11-ratio sweep costs about
-    one prompt forward per question instead of eleven.
+    Edits at the answer position leave every earlier position unchanged, so each
+    question's prompt prefix runs once (KV cache) and only the answer position (and
+    the option continuations) is re-run, one batch row per condition, or one per
+    (condition, option) for multi-token options (`engine.Layout`): an 11-ratio sweep
+    costs about one prompt forward per question instead of eleven.
+    rows: batch rows per forward. readout: default each question's own.
     """
-    from .attribution.base import cached_rows, head_rows, logits_from, make_query, prefix_cache
-
-    questions, conditions = list(questions), [list(c) for c in conditions]
-    if not questions:
-        raise ValueError("evaluate_conditions needs at least one question")
+    questions, conditions = _nonempty(questions), [list(c) for c in conditions]
     if any(e.rows is not None for c in conditions for e in c):
         raise ValueError("evaluate_conditions assigns batch rows itself: pass edits without rows=")
     site = lm.site(site) if isinstance(site, str) else site
-    width = max(len(q.options) for q in questions)
-    probs = torch.zeros(len(conditions), len(questions), width)
+    probs = torch.zeros(len(conditions), len(questions), max(len(q.options) for q in questions))
     for i, q in enumerate(tqdm(questions, desc="evaluate", disable=not progress, leave=False)):
-        query = make_query(lm, q, chat=chat)
+        query = make_query(lm, q, chat=chat, readout=readout)
         cache = prefix_cache(lm, query.prefix)
-        for start in range(0, len(conditions), rows):
-            chunk = conditions[start:start + rows]
-            edits = [replace(e, rows=[r]) for r, cond in enumerate(chunk) for e in cond]
-            ids = query.suffix[None].expand(len(chunk), -1).to(lm.device)
-            with intervene(lm.model, site, edits, positions="last"), cached_rows(lm, cache, len(chunk), ids.shape[1]) as past, \
-                    head_rows(lm, query.options) as only_options:
-                out = lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None,
-                               **logits_from(lm.model, 1))
-            logits = out.logits[:, -1] if only_options else out.logits[:, -1, query.options.to(out.logits.device)]
-            logits = logits.float()  # [conditions, n_options]
-            probs[start:start + len(chunk), i, :len(query.options)] = logits.softmax(-1).cpu()
+        step = max(1, rows // Layout(query, 1).per_condition)
+        for start in range(0, len(conditions), step):
+            chunk = conditions[start:start + step]
+            layout = Layout(query, len(chunk))
+            edits = [replace(e, rows=layout.condition_rows(r)) for r, cond in enumerate(chunk) for e in cond]
+            with intervene(lm.model, site, edits, positions=[layout.at]):
+                scores = forward_rows(lm, layout, cache, option_logits=query.single_token and query.lengths is None)
+            probs[start:start + len(chunk), i, :query.n_options] = scores.softmax(-1).cpu()
     return [_option_eval(questions, p) for p in probs]
+
+
+@dataclass(frozen=True)
+class Competence:
+    """How well a model answers a task under one read-out, against chance.
+
+    acc = correct / n; chance: mean over questions of 1 / n_options; p_value: one-sided
+    exact binomial test of acc > chance; ci: 95 % Clopper-Pearson interval of acc.
+    """
+
+    readout: str
+    n: int
+    correct: int
+    chance: float
+    p_value: float
+    ci: tuple[float, float]
+
+    @property
+    def acc(self) -> float:
+        return self.correct / self.n
+
+    def above_chance(self, alpha: float = 0.05) -> bool:
+        return self.p_value < alpha
+
+    def __str__(self) -> str:
+        return (f"{self.readout}: acc {self.acc:.2f} [{self.ci[0]:.2f}, {self.ci[1]:.2f}] over {self.n}, "
+                f"chance {self.chance:.2f}, p = {self.p_value:.2g}")
+
+
+def competence(lm: LM, questions: Iterable[MCQuestion], readout: str, chat: bool = False,
+               progress: bool = False) -> Competence:
+    """Accuracy of `lm` on `questions` read by `readout`, with a binomial test against chance.
+
+    Pass one question per example (before QATT): the proxies of one example are not
+    independent draws, so they would overstate the evidence.
+    """
+    from scipy.stats import binomtest
+
+    questions = _nonempty(questions)
+    uids = [q.uid for q in questions if q.uid]
+    if len(set(uids)) != len(uids):
+        raise ValueError("competence needs one question per example, but some share a uid (QATT proxies?): "
+                         "pass task.questions before qatt()")
+    result = evaluate_options(lm, questions, chat=chat, readout=readout, progress=progress)
+    correct, n = int(result.correct.sum()), len(questions)
+    chance = sum(1 / len(q.options) for q in questions) / n
+    test = binomtest(correct, n, chance, alternative="greater")
+    ci = test.proportion_ci(confidence_level=0.95, method="exact")
+    return Competence(readout, n, correct, chance, float(test.pvalue), (float(ci.low), float(ci.high)))
+
+
+def choose_readout(lm: LM, questions: Sequence[MCQuestion], readouts: Sequence[str] = READOUTS,
+                   alpha: float = 0.05, progress: bool = False) -> tuple[str | None, dict[str, Competence]]:
+    """The read-out to measure a task with, and the competence under every read-out.
+
+    "letter" (the papers' protocol) when the model is above chance with it; otherwise
+    the most accurate read-out that is above chance; None when none is (claims that
+    need task competence are then "n/a"). Significance is Bonferroni-corrected over the
+    read-outs tried (alpha / len(readouts)). Choose on questions that are not the ones
+    the claims are measured on (e.g. the identification set), so the choice is not
+    fitted to the evaluation data.
+    """
+    results = {r: competence(lm, questions, r, progress=progress) for r in readouts}
+    level = alpha / len(readouts)
+    passing = [r for r in readouts if results[r].above_chance(level)]
+    if "letter" in passing:
+        return "letter", results
+    best = max(passing, key=lambda r: (results[r].acc, -readouts.index(r)), default=None)
+    return best, results
 
 
 def sweep_ratios(lm: LM, questions: Sequence[MCQuestion], good_ranked, bad_ranked, budget: int,
                  mode: str = "enhance", site: Site | str = "ffn.mid", ratios: Sequence[float] = RATIOS,
-                 positions="last", batch_size: int = 8, progress: bool = True) -> dict:
+                 positions="last", progress: bool = True) -> dict:
     """NeuronLLM §4.4: Acc and Com of the enhancer (or degrader) for every good:bad ratio.
 
     good_ranked / bad_ranked: flat ids, best first. Returns
@@ -225,7 +292,7 @@ def sweep_ratios(lm: LM, questions: Sequence[MCQuestion], good_ranked, bad_ranke
     if positions == "last":
         base, *results = evaluate_conditions(lm, questions, conditions, site, progress=progress)
     else:
-        base, *results = [evaluate_options(lm, questions, c, site, positions, batch_size) for c in conditions]
+        base, *results = [evaluate_options(lm, questions, c, site, positions) for c in conditions]
     rows = [dict(ratio=ratio, n_good=len(good), n_bad=len(bad), acc=result.acc, com=result.com)
             for ratio, (good, bad), result in zip(ratios, splits, results)]
     sign = 1 if mode == "enhance" else -1
@@ -368,14 +435,15 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
 def answer_batches(lm: LM, examples, batch_size: int = 8, chat: bool = False):
     """Training batches for `restricted_finetune`: list of (input_ids, attention_mask, labels).
 
-    examples: MCQuestions (prompt = render(q), answer = " " + answer label) or
+    examples: MCQuestions (prompt = render(q), answer = " " + its label, or its option text
+    under a cloze read-out) or
     (prompt, answer) string pairs. Rows are left padded; labels = -100 on the prompt
     (its tokens as encoded alone) and on padding, so the loss is on the answer only.
     """
     tok, pairs = lm.tokenizer, []
     for ex in examples:
         if isinstance(ex, MCQuestion):
-            ex = (render(ex, tok, chat=chat), " " + ex.answer_label)
+            ex = (render(ex, tok, chat=chat), " " + (ex.answer_label if ex.readout == "letter" else ex.answer_text))
         pairs.append(ex)
     out = []
     for start in range(0, len(pairs), batch_size):

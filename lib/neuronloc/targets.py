@@ -1,14 +1,19 @@
-"""Target functions F used by attribution, all read at the answer position.
+"""Target functions F used by attribution, read from option scores.
 
-Every target maps next-token logits `[batch, vocab]`, the token each row should
-score `[batch]` and the option-label tokens `[n_options]` (or None) to `[batch]`.
+The answer engine (`neuronloc.engine`) reads, for each condition (a batch row group),
+one log-score per option: the vocabulary log-probability of the option under the
+question's read-out (letter: of its label token; cloze: of its text, summed over its
+tokens; cloze_norm: per character; pmi: minus its content-free prior). A free-form
+example has one "option", its answer. Every target maps scores `[rows, n_options]` and
+the option each row scores `[rows]` to `[rows]`:
 
-option_prob    (ACE, NeuronLLM Eq. 3): softmax over the option-label logits only,
-               value at the row's answer: exp(-cross-entropy) over the options.
-answer_prob    (QRNCA, KN, NEG): softmax over the whole vocabulary, value at the answer.
-prob_margin    (TN): P(answer) - mean P(wrong option), vocabulary softmax.
-answer_logprob (NeuronLLM Eq. 2, CNL Eq. 7 teacher forcing): log P(answer) over
-               the vocabulary; scorers sum it over the tokens of a multi-token answer.
+option_prob    (ACE, NeuronLLM Eq. 3): softmax over the option scores, value at the
+               answer: exp(-cross-entropy) over the options.
+answer_prob    (QRNCA, KN, NEG): exp(score) of the answer, its vocabulary probability
+               (for cloze: the probability of the whole answer text).
+prob_margin    (TN): P(answer) - mean P(wrong option), vocabulary probabilities.
+answer_logprob (NeuronLLM Eq. 2, CNL Eq. 7 teacher forcing): the answer's score, its
+               summed log-probability.
 """
 from __future__ import annotations
 
@@ -16,43 +21,40 @@ from typing import Callable
 
 import torch
 
-Target = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+Target = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _need_options(name: str, options) -> torch.Tensor:
-    if options is None:
-        raise ValueError(f"target {name!r} needs the option-label tokens (a multiple-choice question)")
-    return options
+def _pick(scores: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    return scores.gather(1, answer.to(scores.device)[:, None])[:, 0]
 
 
-def option_prob(logits: torch.Tensor, answer: torch.Tensor, options: torch.Tensor | None) -> torch.Tensor:
-    options = _need_options("option_prob", options)
-    probs = torch.softmax(logits[:, options].float(), dim=-1)  # [batch, n_options]
-    hit = answer[:, None] == options[None, :]
-    if not bool(hit.any(dim=1).all()):
-        raise ValueError("option_prob: every row's answer token must be one of the option tokens")
-    return (probs * hit).sum(dim=1)
+def option_prob(scores: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    if scores.shape[1] < 2:
+        raise ValueError("target 'option_prob' needs a multiple-choice question (two or more options)")
+    return _pick(torch.softmax(scores, dim=-1), answer)
 
 
-def answer_prob(logits: torch.Tensor, answer: torch.Tensor, options: torch.Tensor | None = None) -> torch.Tensor:
-    return torch.softmax(logits.float(), dim=-1).gather(1, answer[:, None])[:, 0]
+def answer_prob(scores: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    return _pick(scores, answer).exp()
 
 
-def answer_logprob(logits: torch.Tensor, answer: torch.Tensor, options: torch.Tensor | None = None) -> torch.Tensor:
-    return torch.log_softmax(logits.float(), dim=-1).gather(1, answer[:, None])[:, 0]
+def answer_logprob(scores: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    return _pick(scores, answer)
 
 
-def prob_margin(logits: torch.Tensor, answer: torch.Tensor, options: torch.Tensor | None) -> torch.Tensor:
-    options = _need_options("prob_margin", options)
-    probs = torch.softmax(logits.float(), dim=-1)[:, options]  # vocabulary softmax, [batch, n_options]
-    hit = (answer[:, None] == options[None, :]).to(probs.dtype)
+def prob_margin(scores: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    if scores.shape[1] < 2:
+        raise ValueError("target 'prob_margin' needs a multiple-choice question (two or more options)")
+    probs = scores.exp()
+    hit = torch.zeros_like(probs).scatter_(1, answer.to(probs.device)[:, None], 1.0)
     wrong = (probs * (1 - hit)).sum(dim=1) / (1 - hit).sum(dim=1)
     return (probs * hit).sum(dim=1) - wrong
 
 
-# Targets that read only the option-label logits: scorers may compute just those
-# (`attribution.base.head_rows`) and pass logits `[batch, n_options]`, options = arange(n).
-OPTION_LOGITS_ONLY = (option_prob,)
+# Targets that depend only on differences of the option scores: the engine may pass
+# raw option logits (a per-row constant away from log-probabilities) and skip the
+# vocabulary head (`engine.head_rows`).
+SHIFT_INVARIANT = (option_prob,)
 
 TARGETS: dict[str, Target] = {
     "option_prob": option_prob,

@@ -4,11 +4,11 @@
 """
 from . import gradients as _gradients  # noqa: F401  (registers neurgrad, grad, grad_x_act, activation, lpi, random)
 from . import ig as _ig  # noqa: F401  (registers ig, ig_positions)
-from .base import SCORERS, NeuronScores, Query, attribute, make_query, register
+from .base import SCORERS, NeuronScores, attribute, register
 from .gradients import answer_position_grads, neurgrad_options
 from .ig import alphas, integrated_gradients
 
 __all__ = [
-    "SCORERS", "NeuronScores", "Query", "alphas", "answer_position_grads", "attribute",
-    "integrated_gradients", "make_query", "neurgrad_options", "register",
+    "SCORERS", "NeuronScores", "alphas", "answer_position_grads", "attribute",
+    "integrated_gradients", "neurgrad_options", "register",
 ]

@@ -10,61 +10,61 @@ from __future__ import annotations
 
 import torch
 
+from ..engine import Layout, Query, forward_rows, make_query, prefix_cache, resolve_layers
 from ..hooks import capture
 from ..models import LM
-from ..targets import get_target
-from .base import NeuronScores, Query, cached_rows, make_query, prefix_cache, register, resolve_layers
+from ..targets import SHIFT_INVARIANT, get_target
+from .base import NeuronScores, register
 
 
 def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="answer_prob", layers=None,
                           site: str = "ffn.mid", grad: bool = True):
     """Activations and gradients at the answer position.
 
-    answers `[rows]`: the token each row scores (e.g. every option label).
-    Returns (acts `[layer, neuron]`, grads `[rows, layer, neuron]` or None); layers
-    not asked for hold NaN.
+    answers `[conditions]`: the option each condition scores (e.g. every option, for
+    NEG probes); each condition takes its own batch row(s), so one backward gives each
+    its own gradient. Returns (acts `[layer, neuron]`, grads `[conditions, layer,
+    neuron]` or None); layers not asked for hold NaN.
     """
     site_ = lm.site(site)
     target_fn = get_target(target)
-    layers = resolve_layers(site_, layers)
-    rows = len(answers)
+    layers = resolve_layers(site_.n_layers, layers)
+    answers = torch.as_tensor(answers).reshape(-1)
+    layout = Layout(query, len(answers))
     cache = prefix_cache(lm, query.prefix)
-    ids = query.suffix[None].expand(rows, -1).to(lm.device)
-    with capture(lm.model, site_, layers, positions=[0], grad=grad) as cap:
-        with torch.set_grad_enabled(grad), cached_rows(lm, cache, rows, ids.shape[1]) as past:
-            out = lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None)
+    option_logits = target_fn in SHIFT_INVARIANT and query.single_token and query.lengths is None
+    with capture(lm.model, site_, layers, positions=[layout.at], grad=grad) as cap:
+        with torch.set_grad_enabled(grad):
+            scores = forward_rows(lm, layout, cache, option_logits)
         if grad:
-            logits = out.logits[:, 0]  # on the LM head's device
-            options = None if query.options is None else query.options.to(logits.device)
-            total = target_fn(logits, answers.to(logits.device), options).sum()
+            total = target_fn(scores, answers).sum()
             grads_l = torch.autograd.grad(total, [cap.probes[l] for l in layers])
     acts = torch.full((site_.n_layers, site_.n_inner), float("nan"))
     for l in layers:
         acts[l] = cap.acts[l][0, 0].float().cpu()
     if not grad:
         return acts, None
-    grads = torch.full((rows, site_.n_layers, site_.n_inner), float("nan"))
-    for l, g in zip(layers, grads_l):
-        grads[:, l] = g[:, 0].float().cpu()
+    grads = torch.full((len(answers), site_.n_layers, site_.n_inner), float("nan"))
+    for l, g in zip(layers, grads_l):  # a condition's gradient: the sum over its rows
+        grads[:, l] = g[:, 0].float().cpu().reshape(len(answers), layout.per_condition, -1).sum(1)
     return acts, grads
 
 
 def neurgrad_options(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid",
-                     chat: bool = False) -> torch.Tensor:
+                     chat: bool = False, readout: str | None = None) -> torch.Tensor:
     """NeurGrad (NEG Eq. 1) for every option of a multiple-choice question:
-    `[n_options, layer, neuron]` = dP(option)/da * sign(a), vocabulary probability."""
-    query = make_query(lm, question, chat=chat)
-    if query.options is None:
+    `[n_options, layer, neuron]` = dP(option)/da * sign(a), P the option's vocabulary
+    probability under the read-out (its label token, or its text)."""
+    query = make_query(lm, question, chat=chat, readout=readout)
+    if query.n_options < 2:
         raise ValueError("neurgrad_options needs a multiple-choice question")
-    acts, grads = answer_position_grads(lm, query, query.options, target, layers, site)
+    acts, grads = answer_position_grads(lm, query, torch.arange(query.n_options), target, layers, site)
     return grads * torch.sign(acts)
 
 
-def _single(lm, question, target, layers, site, chat):
-    query = make_query(lm, question, chat=chat)
-    if len(query.answer) != 1:
-        raise ValueError("this scorer reads one answer token; use ig with target='answer_logprob' for multi-token answers")
-    acts, grads = answer_position_grads(lm, query, query.answer, target, layers, site)
+def _single(lm, question, target, layers, site, chat, readout=None):
+    query = make_query(lm, question, chat=chat, readout=readout)
+    acts, grads = answer_position_grads(lm, query, torch.tensor([query.answer]), target, layers, site)
     return query, acts, grads[0]
 
 
@@ -73,31 +73,35 @@ def _result(scores, method, site, query, target, **params) -> NeuronScores:
 
 
 @register("neurgrad")
-def neurgrad(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False) -> NeuronScores:
+def neurgrad(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False,
+             readout: str | None = None) -> NeuronScores:
     """NeurGrad (NEG §3.1): dF/da * sign(a), the estimated neuron empirical gradient."""
-    query, acts, grads = _single(lm, question, target, layers, site, chat)
+    query, acts, grads = _single(lm, question, target, layers, site, chat, readout)
     return _result(grads * torch.sign(acts), "neurgrad", site, query, target, layers=layers)
 
 
 @register("grad")
-def grad(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False) -> NeuronScores:
+def grad(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False,
+         readout: str | None = None) -> NeuronScores:
     """CG (NEG §3.1): the computational gradient dF/da."""
-    query, acts, grads = _single(lm, question, target, layers, site, chat)
+    query, acts, grads = _single(lm, question, target, layers, site, chat, readout)
     return _result(grads, "grad", site, query, target, layers=layers)
 
 
 @register("grad_x_act")
-def grad_x_act(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False) -> NeuronScores:
+def grad_x_act(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False,
+               readout: str | None = None) -> NeuronScores:
     """Gradient x activation: a * dF/da (the one-step, alpha = 1 special case of IG)."""
-    query, acts, grads = _single(lm, question, target, layers, site, chat)
+    query, acts, grads = _single(lm, question, target, layers, site, chat, readout)
     return _result(acts * grads, "grad_x_act", site, query, target, layers=layers)
 
 
 @register("activation")
-def activation(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False) -> NeuronScores:
+def activation(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid", chat: bool = False,
+               readout: str | None = None) -> NeuronScores:
     """ACT (NeuronLLM §4.3): the activation value a at the answer position (target unused)."""
-    query = make_query(lm, question, chat=chat)
-    acts, _ = answer_position_grads(lm, query, query.answer[:1], target, layers, site, grad=False)
+    query = make_query(lm, question, chat=chat, readout=readout)
+    acts, _ = answer_position_grads(lm, query, torch.tensor([query.answer]), target, layers, site, grad=False)
     return _result(acts, "activation", site, query, target, layers=layers)
 
 
@@ -129,8 +133,8 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
     inner = model.get_submodule(site_.layers_path.rsplit(".", 1)[0]) if "." in site_.layers_path else model
     norm, head = inner.norm, model.get_output_embeddings()
     query = make_query(lm, question, chat=chat)
-    y = int(query.answer[0])
-    layers = resolve_layers(site_, layers)
+    y = int(query.answer_tokens[0])
+    layers = resolve_layers(site_.n_layers, layers)
     resid = {}
     hooks = []
     for l in layers:
@@ -139,7 +143,7 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
             lambda m, args, l=l: resid.__setitem__(l, args[0][0, query.position].float())))
     try:
         with capture(model, site_, layers, positions=[query.position]) as cap:
-            model(input_ids=query.input_ids[: query.position + 1][None].to(lm.device))
+            model(input_ids=query.prompt[None].to(lm.device))
     finally:
         for h in hooks:
             h.remove()

@@ -1,10 +1,12 @@
 """Questions, tasks, prompt rendering, QATT and data-set loaders."""
 from .core import (
     LETTERS,
+    READOUTS,
     MCQuestion,
     Task,
     TaskError,
     fixed_options,
+    continuation_ids,
     label_token_ids,
     proxy_orders,
     qatt,
@@ -14,6 +16,6 @@ from .core import (
 )
 
 __all__ = [
-    "LETTERS", "MCQuestion", "Task", "TaskError", "fixed_options", "label_token_ids",
+    "LETTERS", "MCQuestion", "READOUTS", "Task", "TaskError", "continuation_ids", "fixed_options", "label_token_ids",
     "proxy_orders", "qatt", "render", "sample_distractors", "with_distractors",
 ]

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 LETTERS = ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J")
+# How an answer is read (see neuronloc.engine): the option's letter, or the option's text
+# scored by log-likelihood (raw, per character, or calibrated by a content-free prompt).
+READOUTS = ("letter", "cloze", "cloze_norm", "pmi")
 
 
 class TaskError(ValueError):
@@ -33,6 +36,8 @@ class MCQuestion:
     style: "mc" lists the options and the model answers with a label letter;
       "cloze" shows only the stem and the model answers with the option itself
       (KN/NEG single-token probing), so the labels are the option texts.
+    readout: how the answer is read (READOUTS): "letter" reads the label token; the
+      others score each option's text as the continuation of the prompt.
     """
 
     stem: str
@@ -43,12 +48,15 @@ class MCQuestion:
     demonstration: "MCQuestion | None" = None
     uid: str = ""
     style: str = "mc"
+    readout: str = "letter"
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
         object.__setattr__(self, "options", tuple(self.options))
         if self.style not in ("mc", "cloze"):
             raise TaskError(f"question style must be 'mc' or 'cloze', got {self.style!r}")
+        if self.readout not in READOUTS:
+            raise TaskError(f"unknown read-out {self.readout!r}; use one of {', '.join(READOUTS)}")
         if self.style == "cloze" and not self.labels:
             object.__setattr__(self, "labels", self.options)
         if not self.labels:
@@ -97,39 +105,46 @@ class Task:
     def __getitem__(self, i):
         return self.questions[i]
 
-    def head(self, n: int) -> "Task":
-        return replace(self, questions=self.questions[:n])
+    def with_readout(self, readout: str) -> "Task":
+        """The same task read out by `readout` (questions and demonstrations)."""
+        return replace(self, questions=[replace(q, readout=readout) for q in self.questions],
+                       demonstrations=[replace(d, readout=readout) for d in self.demonstrations])
 
 
 # --------------------------------------------------------------------------- rendering
 
-def _body(question: MCQuestion, with_answer: bool) -> str:
+def _body(question: MCQuestion, with_answer: bool, readout: str) -> str:
+    answer = question.answer_label if readout == "letter" else question.answer_text
     if question.style == "cloze":
-        return question.stem + (f" {question.answer_label}" if with_answer else "")
+        return question.stem + (f" {answer}" if with_answer else "")
     options = "\n".join(f"{lab}. {opt}" for lab, opt in zip(question.labels, question.options))
     text = f"Question: {question.stem}\nOptions:\n{options}\nAnswer:"
     if with_answer:
-        text += f" {question.answer_label}"
+        text += f" {answer}"
     return text
 
 
-def render(question: MCQuestion, tokenizer=None, chat: bool = False) -> str:
-    """Prompt text whose next token is the answer label.
+def render(question: MCQuestion, tokenizer=None, chat: bool = False, readout: str | None = None) -> str:
+    """Prompt text whose continuation is the answer.
 
     Plain form: instruction, the demonstration (answered), the question, "Answer:".
-    The model answers with " A", " B", ... (label preceded by a space).
+    With the letter read-out (`question.readout` unless `readout` is given) the model
+    answers with " A", " B", ... (label preceded by a space); with the other read-outs
+    the prompt is the same (options listed in the same order, so QATT proxies stay
+    distinct) but the demonstration is answered with its option text and the
+    continuation scored is " " + the option text.
     Chat form (`chat=True`, needs a tokenizer with a chat template): the same text
-    as the user turn; the assistant turn opens with "Answer:" so the read-out
-    token is again " A", " B", ...
-    Cloze questions render as instruction, demonstration and stem only; the
+    as the user turn; the assistant turn opens with "Answer:".
+    Cloze-style questions render as instruction, demonstration and stem only; the
     read-out token is the option itself (" Paris").
     """
+    readout = readout or question.readout
     parts = []
     if question.instruction:
         parts.append(question.instruction.strip())
     if question.demonstration is not None:
-        parts.append(_body(question.demonstration, with_answer=True))
-    body = _body(question, with_answer=False)
+        parts.append(_body(question.demonstration, with_answer=True, readout=readout))
+    body = _body(question, with_answer=False, readout=readout)
     if not chat:
         return "\n\n".join(parts + [body])
     if tokenizer is None or getattr(tokenizer, "chat_template", None) is None:
@@ -164,6 +179,22 @@ def label_token_ids(tokenizer, prompt: str, labels: Sequence[str]) -> list[int]:
     if len(set(ids)) != len(ids):
         raise TaskError(f"option labels {list(labels)} map to duplicate tokens {ids}")
     return ids
+
+
+def continuation_ids(tokenizer, prompt: str, text: str) -> list[int]:
+    """Tokens of " " + `text` as the tokenizer encodes them right after `prompt`
+    (no space is added when the prompt ends in whitespace or the text starts with one).
+
+    The prompt's own tokens must be unchanged by the continuation, else its log-likelihood
+    is not a continuation's: clear error.
+    """
+    base = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    sep = "" if prompt[-1:].isspace() or text[:1].isspace() else " "
+    full = tokenizer(prompt + sep + text, add_special_tokens=True)["input_ids"]
+    if full[: len(base)] != base or len(full) == len(base):
+        raise TaskError(f"option {text!r} does not tokenize as a continuation of its prompt (the prompt's last "
+                        "token merges with it); end the prompt with a separator such as 'Answer:'")
+    return full[len(base):]
 
 
 # --------------------------------------------------------------------------- QATT

@@ -1,0 +1,381 @@
+"""The answer engine: how a question is read out of the model, shared by attribution
+and the intervention read-out.
+
+A `Query` is a question tokenized once: the prompt (its last token is the *answer
+position*, where neurons are read and edited) and one token continuation per option
+(or the one answer of a free-form example). A read-out turns the model's logits into
+one log-score per option:
+
+  letter      log P(label) of the option's letter (" A" ...) listed in the prompt
+  cloze       log P(option text | prompt), summed over its tokens (teacher forced)
+  cloze_norm  cloze / the continuation's length in characters (lm-eval-harness acc_norm)
+  pmi         cloze - log P(option text | "Answer:") (domain-conditional PMI,
+              Holtzman et al. 2021; the prior is the unedited model's)
+
+Option probabilities are the softmax over the option scores; the targets of
+`neuronloc.targets` read them.
+
+Rows. Editing only the answer position leaves every earlier position unchanged, so
+the prompt minus its last token runs once into a KV cache (`prefix_cache`) and
+only the answer position and the continuations are re-run, many *conditions* (an IG
+step of a layer, an intervention, a target) in one batch. A condition takes one row
+when every continuation is one token (all options are read at the answer position),
+otherwise one row per option; rows are condition-major (`Layout`). Rows attend to the
+one cached prefix by broadcasting where the family allows it (`prefix_attention`),
+else the prefix is expanded per row; the LM head computes only the option logits
+when the target depends on their differences alone (`head_rows`).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from .models import LM
+from .tasks.core import READOUTS, MCQuestion, TaskError, continuation_ids, label_token_ids, render
+
+PRIOR_PROMPT = "Answer:"  # the content-free prompt of the pmi read-out
+
+
+@dataclass(frozen=True)
+class Query:
+    """A question as token ids.
+
+    prompt `[n]`: the prompt; its last token is the answer position.
+    continuations: one token tensor per option (multiple choice) or the answer (free
+      form); each is predicted from the answer position on, teacher forced.
+    answer: index of the correct continuation.
+    readout: "letter" | "cloze" | "cloze_norm" | "pmi" (how option scores are made).
+    lengths `[n_options]`: continuation lengths in characters (cloze_norm), else None.
+    priors `[n_options]`: log P(continuation | "Answer:") (pmi), else None.
+    """
+
+    prompt: torch.Tensor
+    continuations: tuple[torch.Tensor, ...]
+    answer: int = 0
+    readout: str = "cloze"
+    lengths: torch.Tensor | None = None
+    priors: torch.Tensor | None = None
+    uid: str = ""
+
+    def __post_init__(self):
+        if self.prompt.numel() == 0:
+            raise TaskError("empty prompt: a question needs at least one token before its answer")
+        if not self.continuations or any(c.numel() == 0 for c in self.continuations):
+            raise TaskError("every option (or answer) needs at least one token")
+        if not 0 <= self.answer < len(self.continuations):
+            raise TaskError(f"answer index {self.answer} out of range for {len(self.continuations)} continuations")
+
+    @property
+    def position(self) -> int:
+        """The answer position (index of the prompt's last token)."""
+        return len(self.prompt) - 1
+
+    @property
+    def prefix(self) -> torch.Tensor:
+        """What the KV cache holds: the prompt without its last token."""
+        return self.prompt[:-1]
+
+    @property
+    def n_options(self) -> int:
+        return len(self.continuations)
+
+    @property
+    def single_token(self) -> bool:
+        """Every continuation is one token: all are read at the answer position of one row."""
+        return all(len(c) == 1 for c in self.continuations)
+
+    @property
+    def answer_tokens(self) -> torch.Tensor:
+        return self.continuations[self.answer]
+
+
+def make_query(lm: LM, question, chat: bool = False, readout: str | None = None) -> Query:
+    """Tokenize a question once.
+
+    question: an MCQuestion (read out by `readout`, default its own `question.readout`),
+    an object with `prompt` and `answer` strings (free form: the answer's tokens, teacher
+    forced, scored by their summed log-probability), or a Query (returned as is).
+    """
+    if not lm.model.can_generate():
+        raise ValueError(f"{lm.model.config.model_type!r} is not a causal LM: attribution reads the next-token "
+                         "logits at the answer position; masked-LM read-out is not supported (sites and hooks are)")
+    if isinstance(question, Query):
+        return question
+    tok = lm.tokenizer
+    if isinstance(question, MCQuestion):
+        readout = readout or question.readout
+        if readout not in READOUTS:
+            raise TaskError(f"unknown read-out {readout!r}; use one of {', '.join(READOUTS)}")
+        prompt = render(question, tok, chat=chat, readout=readout)
+        ids = tok(prompt, add_special_tokens=True)["input_ids"]
+        if readout == "letter":
+            conts = [[t] for t in label_token_ids(tok, prompt, question.labels)]
+        else:
+            conts = [continuation_ids(tok, prompt, text) for text in question.options]
+        query = Query(torch.tensor(ids), tuple(torch.tensor(c) for c in conts), question.answer, readout,
+                      uid=question.uid)
+        if readout == "cloze_norm":
+            query = _replace(query, lengths=torch.tensor([float(len(" " + o)) for o in question.options]))
+        elif readout == "pmi":
+            query = _replace(query, priors=prior_scores(lm, question.options))
+    else:
+        prompt, answer = question.prompt, question.answer
+        if not prompt or not answer or not answer.strip():
+            raise TaskError(f"a free-form example needs a non-empty prompt and answer, got {prompt[:40]!r} -> {answer!r}")
+        ids = tok(prompt, add_special_tokens=True)["input_ids"]
+        query = Query(torch.tensor(ids), (torch.tensor(continuation_ids(tok, prompt, answer)),), 0, "cloze",
+                      uid=getattr(question, "uid", ""))
+    check_context(lm, query)
+    return query
+
+
+def _replace(query: Query, **changes) -> Query:
+    from dataclasses import replace
+    return replace(query, **changes)
+
+
+def check_context(lm: LM, query: Query) -> None:
+    """A prompt plus its longest continuation must fit the model's context."""
+    cfg = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
+    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    need = len(query.prompt) + max(len(c) for c in query.continuations) - 1
+    if limit and need > limit:
+        raise TaskError(f"prompt of {len(query.prompt)} tokens (+ answer) is longer than the model's context of "
+                        f"{limit} tokens: shorten it (fewer demonstrations, a shorter instruction)")
+
+
+@torch.no_grad()
+def prior_scores(lm: LM, options) -> torch.Tensor:
+    """log P(option text | "Answer:") for each option, unedited model: `[n_options]` (pmi)."""
+    ids = lm.tokenizer(PRIOR_PROMPT, add_special_tokens=True)["input_ids"]
+    query = Query(torch.tensor(ids), tuple(torch.tensor(continuation_ids(lm.tokenizer, PRIOR_PROMPT, o)) for o in options))
+    layout = Layout(query, 1, full=True)
+    logits = lm.model(input_ids=layout.input_ids(1).to(lm.device)).logits
+    return layout.log_scores(logits)[0].cpu()
+
+
+# ----------------------------------------------------------------------- rows and scores
+
+class Layout:
+    """Where conditions, options and read tokens sit in a batch of rows.
+
+    full=False: rows hold the answer position and the continuations (after a prefix
+    cache); full=True: rows hold the whole prompt (the reference path). `at` is the
+    answer position's index inside a row. Rows are condition-major: condition c owns
+    rows c * per_condition ... (c + 1) * per_condition - 1.
+    """
+
+    def __init__(self, query: Query, n_conditions: int, full: bool = False):
+        self.query, self.n_conditions, self.full = query, n_conditions, full
+        self.per_condition = 1 if query.single_token else query.n_options
+        self.at = query.position if full else 0
+        lead = query.prompt if full else query.prompt[-1:]
+        if query.single_token:
+            self.rows = [lead]
+        else:
+            self.rows = [torch.cat([lead, c[:-1]]) for c in query.continuations]
+        self.width = max(len(r) for r in self.rows)
+
+    def condition_rows(self, c: int) -> list[int]:
+        return list(range(c * self.per_condition, (c + 1) * self.per_condition))
+
+    def input_ids(self, n_conditions: int | None = None) -> torch.Tensor:
+        """`[n_conditions * per_condition, width]`, right padded (causal: padding is never read)."""
+        one = torch.stack([torch.cat([r, r[-1:].expand(self.width - len(r))]) for r in self.rows])
+        return one.repeat(self.n_conditions if n_conditions is None else n_conditions, 1)
+
+    @property
+    def n_read(self) -> int:
+        """Positions from `at` on whose logits are read."""
+        return max(len(c) for c in self.query.continuations)
+
+    def log_scores(self, logits: torch.Tensor, option_logits: bool = False) -> torch.Tensor:
+        """Option scores `[conditions, n_options]` from the rows' logits.
+
+        logits: `[rows, >= n_read positions ending at the last, vocab]` — the head may
+        have run only on the last positions — or, with option_logits (single-token
+        query, `head_rows`), `[rows, ..., n_options]` holding only the options' logits,
+        which are returned raw (a per-row constant away from log-probabilities).
+        """
+        q = self.query
+        start = self.at - (self.width - logits.shape[1])  # the head ran on the last logits.shape[1] positions
+        if q.single_token:
+            x = logits[:, start].float()  # [conditions, vocab or n_options]
+            if option_logits:
+                scores = x
+            else:
+                tokens = torch.stack([c[0] for c in q.continuations]).to(x.device)
+                scores = x.log_softmax(-1)[:, tokens]
+        else:
+            n, per = logits.shape[0] // self.per_condition, self.per_condition
+            lp = logits[:, start: start + self.n_read].float().log_softmax(-1).reshape(n, per, self.n_read, -1)
+            cols = []
+            for o, c in enumerate(q.continuations):
+                c = c.to(lp.device)
+                cols.append(lp[:, o, torch.arange(len(c), device=lp.device), c].sum(-1))
+            scores = torch.stack(cols, dim=1)
+        if q.lengths is not None:
+            scores = scores / q.lengths.to(scores.device)
+        if q.priors is not None:
+            scores = scores - q.priors.to(scores.device)
+        return scores  # [conditions, n_options]
+
+
+def forward_rows(lm: LM, layout: Layout, cache, option_logits: bool = False, n_input: int | None = None,
+                 sizes=None):
+    """Run the rows of `layout` (after `cache` unless layout.full); return option scores
+    `[conditions, n_options]`.
+
+    Call inside the caller's hooks (edits, probes). n_input: conditions fed as input ids
+    (default all; 1 when hooks add rows inside the model, as IG's layer restart does).
+    sizes: rows per layer for an expanded cache (default: the input rows).
+    option_logits: the head computes only the options' logits (single-token queries,
+    targets that depend on score differences only).
+    """
+    ids = layout.input_ids(n_input).to(lm.device)
+    q = layout.query
+    use_cache = cache is not None and not layout.full
+    with cached_rows(lm, cache if use_cache else None, sizes or len(ids), ids.shape[1]) as past, \
+            head_rows(lm, torch.stack([c[0] for c in q.continuations]) if option_logits else None) as restricted:
+        out = lm.model(input_ids=ids, past_key_values=past, use_cache=use_cache,
+                       **logits_from(lm.model, layout.width - layout.at))
+    if option_logits and not restricted:  # the head could not be swapped: pick the option logits
+        tokens = torch.stack([c[0] for c in q.continuations]).to(out.logits.device)
+        return layout.log_scores(out.logits[..., tokens], option_logits=True)
+    return layout.log_scores(out.logits, option_logits=option_logits)
+
+
+# ----------------------------------------------------------------------- KV cache
+
+@torch.no_grad()
+def prefix_cache(lm: LM, prefix: torch.Tensor):
+    """Run the prompt prefix once; its KV cache (batch 1), or None for an empty prefix."""
+    if prefix.numel() == 0:
+        return None
+    out = lm.model(input_ids=prefix[None].to(lm.device), use_cache=True, **logits_from(lm.model, 1))
+    return out.past_key_values
+
+
+def logits_from(model, last: int) -> dict:
+    """Forward kwargs that run the LM head on the `last` positions only, where the model
+    supports it: no logits are read on the prefix, and the head is ~20 % of a small
+    model's forward and a `[batch, seq, vocab]` tensor of memory."""
+    return {"logits_to_keep": last} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
+def expand_cache(cache, batch, config=None):
+    """A fresh cache holding `cache`'s keys/values broadcast to `batch` rows
+    (an int, or one int per layer).
+
+    The prefix K/V are shared (expand, no copy); each forward appends new
+    positions into new tensors, so the original cache is never modified.
+    """
+    if cache is None:
+        return None
+    from transformers import DynamicCache
+
+    fresh = DynamicCache(config=config) if config is not None else DynamicCache()
+    sizes = [batch] * len(cache.layers) if isinstance(batch, int) else list(batch)
+    for i, (layer, size) in enumerate(zip(cache.layers, sizes)):
+        fresh.update(layer.keys[:1], layer.values[:1], i)
+        fresh.layers[i].keys = layer.keys.expand(size, -1, -1, -1)
+        fresh.layers[i].values = layer.values.expand(size, -1, -1, -1)
+        if hasattr(layer, "cumulative_length"):  # sliding window: holds the last tokens of a longer prefix
+            fresh.layers[i].cumulative_length = layer.cumulative_length
+    return fresh
+
+
+def crop_cache(cache, length: int):
+    """A view of `cache` holding only its first `length` positions (None for 0)."""
+    if cache is None or length == 0:
+        return None
+    from transformers import DynamicCache
+
+    view = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        view.update(layer.keys[:, :, :length], layer.values[:, :, :length], i)
+    return view
+
+
+@contextmanager
+def cached_rows(lm: LM, cache, sizes, new: int):
+    """`past_key_values` for running batch rows of `new` positions after the prefix
+    `cache` (batch 1).
+
+    Where the family supports it, rows attend to the one shared prefix by
+    broadcasting (`prefix_attention`); otherwise the prefix is expanded to `sizes` rows
+    (an int, or one per layer) and concatenated per row.
+    """
+    from . import prefix_attention
+
+    if cache is not None and prefix_attention.supported(lm, cache.get_seq_length() + new):
+        with prefix_attention.shared_prefix(lm, cache) as past:
+            yield past
+    else:
+        yield expand_cache(cache, sizes, lm.model.config)
+
+
+@contextmanager
+def head_rows(lm: LM, tokens: torch.Tensor | None):
+    """Inside the block the LM head computes only the logits of `tokens` (`[n]`):
+    logits[..., j] is the logit of tokens[j]. A read-out over 4 option labels then
+    skips the [rows, vocab] head and its backward (~1/3 of the fast IG path on a
+    small model). Yields whether the head was swapped (tokens=None: never)."""
+    head = lm.model.get_output_embeddings()
+    name = next((n for n, m in lm.model.named_children() if m is head), None)
+    # keep the full head where swapping it is not plain: accelerate-dispatched heads carry device hooks
+    if tokens is None or name is None or not isinstance(head, torch.nn.Linear) or hasattr(head, "_hf_hook"):
+        yield False
+        return
+    rows = tokens.to(head.weight.device)
+    sub = torch.nn.Linear(head.in_features, len(rows), bias=head.bias is not None,
+                          device=head.weight.device, dtype=head.weight.dtype)
+    sub.weight = torch.nn.Parameter(head.weight[rows], requires_grad=False)
+    if head.bias is not None:
+        sub.bias = torch.nn.Parameter(head.bias[rows], requires_grad=False)
+    setattr(lm.model, name, sub)
+    try:
+        yield True
+    finally:
+        setattr(lm.model, name, head)
+
+
+def auto_batch_size(lm: LM, n_layers: int, context: int, most: int = 128) -> int:
+    """Rows per fast-path batch that fit a memory budget.
+
+    Where rows cannot share the cached prefix (families without shared-prefix
+    attention), each row materialises, per layer, its own keys and values over the
+    whole context and their gradients: about 4 x n_layers x kv_heads x context x
+    head_dim elements. We size batches by that bound for every family (an
+    over-estimate where the prefix is shared). Budget: half the free CUDA memory, or
+    $NEURONLOC_MEMORY_GIB (default 2) GiB on the CPU; at most `most` rows (larger CPU
+    batches measured slower).
+    """
+    cfg = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    per_row = 4 * n_layers * kv_heads * context * head_dim * torch.finfo(lm.dtype).bits // 8
+    if lm.device.type == "cuda":
+        budget = torch.cuda.mem_get_info(lm.device)[0] / 2
+    else:
+        budget = float(os.environ.get("NEURONLOC_MEMORY_GIB", "2")) * 2**30
+    return int(max(1, min(most, budget // per_row)))
+
+
+def resolve_layers(n_layers: int, layers) -> list[int]:
+    """`layers` sorted (None = all), each checked against the model's layer count."""
+    if layers is None:
+        return list(range(n_layers))
+    out = sorted({int(l) for l in layers})
+    bad = [l for l in out if not 0 <= l < n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    if not out:
+        raise ValueError("layers is empty: pass None for all layers or at least one layer index")
+    return out
+

@@ -1,0 +1,187 @@
+"""Task-level localization: score every question of a task, aggregate, return the
+good (and bad) neuron sets. One protocol for the methods of all three papers.
+
+  method    scorer        target       aggregation (per example = proxies summed)
+  ace       ig            option_prob  additive reordering, good + bad (NeuronLLM Eq. 3-5)
+  tn        ig            prob_margin  additive reordering (NeuronLLM §4.3: TN 'equipped')
+  qrnca     ig            answer_prob  additive reordering (QRNCA 'equipped')
+  kn        ig            answer_prob  count-based selection (KN, Dai et al. 2022)
+  neurgrad  neurgrad      answer_prob  mean NEG; good = most positive, bad = most negative
+  act       activation    -            mean activation, top k (ACT)
+  random    random        -            seeded random k (RANDOM)
+  cnl       ig_positions  answer_prob  mean over data, sigma-mask (CNL Eq. 7-8; free-form data)
+
+Per-question scores are cached on disk (`store`), so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..attribution import attribute
+from ..attribution.aggregate import ace, bottom_k, kn_select, scale_z, sigma_mask, top_k
+from ..models import LM
+from ..store import Store, key
+from ..tasks.core import MCQuestion
+
+
+@dataclass
+class Located:
+    """Result of `locate`.
+
+    scores `[layer, neuron]`: the aggregated task-level score.
+    good / bad: ranked flat ids (best first); bad is empty for methods without bad neurons.
+    example_scores `[example, layer, neuron]`: per-example scores (proxies summed).
+    """
+
+    method: str
+    scores: torch.Tensor
+    good: torch.Tensor
+    bad: torch.Tensor
+    example_scores: torch.Tensor | None = None
+    params: dict = field(default_factory=dict)
+
+
+NONE = torch.empty(0, dtype=torch.long)
+
+
+# ---------------------------------------------------------------- aggregations
+# Each maps per-example scores `[example, layer, neuron]` and the options of `locate`
+# to (task-level scores `[layer, neuron]`, good, bad, the parameters it used).
+
+def _additive(per_example, o) -> tuple:
+    """NeuronLLM Eq. 4-5 additive reordering; z defaults to the paper's fraction (`scale_z`)."""
+    z = o["z"] or scale_z(per_example[0].numel(), o["k"])
+    res = ace(per_example, z, o["k"])
+    return res.scores, res.good, res.bad, {"z": z}
+
+
+def _kn(per_example, o) -> tuple:
+    """KN count-based refining (Dai et al. 2022): kept in enough examples, then by count and mean."""
+    sel = kn_select(per_example, o["kn_threshold"], o["kn_share"], o["k"])
+    return per_example.mean(0), sel.ids, NONE, {"threshold": o["kn_threshold"], "share": o["kn_share"]}
+
+
+def _mean(per_example, o) -> tuple:
+    """Mean over examples; good = top k, bad = bottom k (most negative)."""
+    scores = per_example.mean(0)
+    return scores, top_k(scores, o["k"]), bottom_k(scores, o["k"]), {}
+
+
+def _mean_top(per_example, o) -> tuple:
+    """Mean over examples; good = top k, no bad set (ACT)."""
+    scores = per_example.mean(0)
+    return scores, top_k(scores, o["k"]), NONE, {}
+
+
+def _sigma(per_example, o) -> tuple:
+    """CNL Eq. 8: the sigma-mask of the mean score, ranked by |score|."""
+    scores = per_example.mean(0)
+    mask = sigma_mask(scores, o["sigma"], o["spread"])
+    ids = torch.nonzero(mask.flatten())[:, 0]
+    ids = ids[torch.argsort(-scores.flatten()[ids].abs(), stable=True)]
+    return scores, ids, NONE, {"sigma": o["sigma"], "spread": o["spread"]}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A localization method: which scorer with which target, then which aggregation.
+
+    free_form: takes free-form examples (prompt, answer) instead of multiple choice.
+    per_question: scores each question (False: one draw for the task, as RANDOM).
+    steps: default IG steps (None: the scorer takes none).
+    """
+
+    scorer: str
+    target: str
+    aggregate: Callable
+    free_form: bool = False
+    per_question: bool = True
+    steps: int | None = None
+
+
+METHODS: dict[str, Method] = {
+    "ace": Method("ig", "option_prob", _additive, steps=16),
+    "tn": Method("ig", "prob_margin", _additive, steps=16),
+    "qrnca": Method("ig", "answer_prob", _additive, steps=16),
+    "kn": Method("ig", "answer_prob", _kn, steps=16),
+    "neurgrad": Method("neurgrad", "answer_prob", _mean),
+    "act": Method("activation", "answer_prob", _mean_top),
+    "random": Method("random", "answer_prob", _mean_top, per_question=False),
+    "cnl": Method("ig_positions", "answer_prob", _sigma, free_form=True, steps=20),
+}
+
+
+def question_scores(lm: LM, questions, scorer: str, target: str, store: Store | None = None,
+                    progress: bool = True, desc: str = "", **params) -> torch.Tensor:
+    """Scores of every question: `[question, layer, neuron]`, cached per question."""
+    out = []
+    for q in tqdm(list(questions), desc=desc or f"{scorer}/{target}", disable=not progress, leave=False):
+        run = lambda: attribute(scorer, lm, q, target=target, **params).scores
+        keyed = {p: v for p, v in params.items() if p != "batch_size"}  # batching does not change scores
+        out.append(run() if store is None else
+                   store.cached(key(model=lm, question=q, scorer=scorer, target=target, params=keyed), run))
+    return torch.stack(out)
+
+
+def by_example(questions, scores: torch.Tensor) -> torch.Tensor:
+    """Sum the proxies of each example (same uid): `[example, layer, neuron]` (NeuronLLM Eq. 4)."""
+    uids = [getattr(q, "uid", "") or str(i) for i, q in enumerate(questions)]
+    order = {u: i for i, u in enumerate(dict.fromkeys(uids))}
+    index = torch.tensor([order[u] for u in uids])
+    return torch.zeros(len(order), *scores.shape[1:], dtype=scores.dtype).index_add_(0, index, scores)
+
+
+def locate(lm: LM, questions, method: str = "ace", k: int = 100, z: int | None = None, steps: int | None = None,
+           store: Store | None = None, progress: bool = True, seed: int = 0, sigma: float = 6.0,
+           spread: str = "var", kn_threshold: float = 0.2, kn_share: float = 0.5, site: str = "ffn.mid",
+           batch_size: int | None = None, readout: str | None = None) -> Located:
+    """Locate the neurons of a task.
+
+    questions: QATT proxies (MCQuestions; proxies of one example share a uid) or, for
+      cnl, free-form examples with `prompt` and `answer`.
+    k: size of the good (and bad) sets; z: per-example set size of additive
+      reordering (default: `scale_z`, the paper's 5000-of-352,256 fraction).
+    steps: IG steps (default: the method's, 16 for ig, CNL's S+1 = 20 for ig_positions).
+    readout: how multiple-choice answers are read (default: each question's own).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    m = METHODS[method]
+    for name, value in (("k", k), ("z", z), ("steps", steps)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    questions = list(questions)
+    if m.per_question:
+        _check_kind(questions, method, m)
+    options = dict(k=k, z=z, sigma=sigma, spread=spread, kn_threshold=kn_threshold, kn_share=kn_share)
+    if not m.per_question:
+        scores = attribute(m.scorer, lm, None, seed=seed, site=site).scores
+        _, good, bad, used = m.aggregate(scores[None], options)
+        return Located(method, scores, good, bad, None, {"seed": seed, "k": k, **used})
+    params: dict = {"site": site}
+    if m.steps is not None:
+        params.update(steps=steps or m.steps, batch_size=batch_size)
+    if readout is not None and not m.free_form:
+        params["readout"] = readout
+    per_question = question_scores(lm, questions, m.scorer, m.target, store, progress, desc=method, **params)
+    per_example = by_example(questions, per_question)
+    scores, good, bad, used = m.aggregate(per_example, options)
+    info = {"k": k, **{p: v for p, v in params.items() if p != "batch_size"}, **used}
+    return Located(method, scores, good, bad, per_example, info)
+
+
+def _check_kind(questions: list, method: str, m: Method) -> None:
+    """Free-form methods take (prompt, answer) examples; option targets need options."""
+    if not questions:
+        raise ValueError(f"{method}: no questions to locate on: pass at least one")
+    mc = [isinstance(q, MCQuestion) for q in questions]
+    if m.free_form and any(mc):
+        raise ValueError(f"{method} takes free-form examples (prompt and answer, e.g. load_examples('gsm8k')), "
+                         "not multiple-choice questions")
+    if m.target in ("option_prob", "prob_margin") and not all(mc):
+        raise ValueError(f"{method} reads answer options: it takes multiple-choice questions "
+                         "(e.g. qatt(load_task(...))); for free-form examples use cnl, kn or neurgrad")

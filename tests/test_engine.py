@@ -1,0 +1,186 @@
+"""The answer engine and its read-outs against hand computations: option scores from
+one unbatched forward per option, IG fast vs reference path for every read-out, IG by
+finite differences and NeurGrad by a measured Δ sweep under a multi-token read-out,
+the intervention read-out under edits."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import neuronloc as nl
+from neuronloc.attribution import attribute, integrated_gradients, neurgrad_options
+from neuronloc.engine import PRIOR_PROMPT, Layout, Query, forward_rows, make_query, prefix_cache
+from neuronloc.hooks import Edit
+from neuronloc.interventions import evaluate_conditions, evaluate_options
+from neuronloc.metrics import neg_slope
+from neuronloc.tasks import READOUTS, TaskError
+
+from conftest import tiny_llama
+from test_attribution import _target_value, option_logprobs
+
+# multi-token option texts (CharTokenizer: " f" is one token, each further character one more)
+QUESTION = nl.MCQuestion(stem="What is 2+2? Think it over.", options=("four", "five", "six or so", "7"), answer=1,
+                         instruction="Answer with the option.")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_llama(seed=1)
+
+
+def _hand_scores(lm, query, edits=()):
+    scores = option_logprobs(lm, query, edits)
+    if query.lengths is not None:
+        scores = scores / query.lengths.double()
+    if query.priors is not None:
+        scores = scores - query.priors.double()
+    return scores
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("full", [False, True])
+def test_option_scores_equal_hand_log_likelihoods(lm, readout, full):
+    """Batched rows (after the prefix cache, or whole prompts) give each option's summed
+    log-probability computed from one plain forward per option (cloze_norm: / characters,
+    pmi: - log P(option | "Answer:"))."""
+    query = make_query(lm, replace(QUESTION, readout=readout))
+    layout = Layout(query, 2, full=full)
+    with torch.no_grad():
+        scores = forward_rows(lm, layout, None if full else prefix_cache(lm, query.prefix))
+    expected = _hand_scores(lm, query)
+    assert scores.shape == (2, 4)
+    assert torch.allclose(scores.double(), expected.expand(2, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_readouts_differ_as_defined(lm):
+    """letter reads label tokens; cloze its texts; cloze_norm divides by len(" " + text);
+    pmi subtracts the content-free prior, computed by hand here."""
+    letter, cloze, norm, pmi = (make_query(lm, QUESTION, readout=r) for r in READOUTS)
+    assert letter.single_token and not cloze.single_token
+    assert norm.lengths.tolist() == [5.0, 5.0, 10.0, 2.0]
+    prior_q = Query(torch.tensor(lm.tokenizer(PRIOR_PROMPT)["input_ids"]), cloze.continuations)
+    assert torch.allclose(pmi.priors.double(), option_logprobs(lm, prior_q), atol=1e-5)
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("target", ["option_prob", "answer_prob", "prob_margin"])
+def test_ig_fast_equals_reference_for_every_readout(lm, readout, target):
+    query = make_query(lm, replace(QUESTION, readout=readout))
+    fast = integrated_gradients(lm, query, target, steps=4, path="fast", batch_size=5)
+    ref = integrated_gradients(lm, query, target, steps=4, path="reference")
+    assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+
+
+def test_ig_cloze_equals_hand_riemann_sum_of_finite_differences(lm):
+    """IG under the cloze read-out (multi-token options) against central differences of
+    option_prob computed from one plain forward per option."""
+    query = make_query(lm, replace(QUESTION, readout="cloze"))
+    steps, layer = 3, 1
+    scores = integrated_gradients(lm, query, "option_prob", steps=steps, layers=[layer])
+    from neuronloc.hooks import capture
+    with torch.no_grad(), capture(lm.model, lm.site(), [layer], positions=[query.position]) as cap:
+        lm.model(input_ids=query.prompt[None])
+    a = cap.acts[layer][0, 0].double()
+    eps = 1e-3
+    for i in (2, 19):
+        total = 0.0
+        for k in range(1, steps + 1):
+            point = (k / steps) * a
+
+            def f(v):
+                value = point.clone()
+                value[i] = v
+                return _target_value(lm, query, "option_prob", [Edit(layer, list(range(len(a))), "set", value.float())])
+            total += (f(point[i] + eps) - f(point[i] - eps)) / (2 * eps)
+        assert scores[layer, i].item() == pytest.approx(float(a[i]) * total / steps, rel=2e-2, abs=1e-7)
+
+
+def test_neurgrad_cloze_matches_measured_slope(lm):
+    """NEG under the cloze read-out: NeurGrad = slope of P(answer text) under a + Δ·sign(a)."""
+    q = replace(QUESTION, readout="cloze")
+    query = make_query(lm, q)
+    scores = attribute("neurgrad", lm, q).scores
+    deltas = torch.linspace(-0.01, 0.01, 5, dtype=torch.float64)
+    base = _target_value(lm, query, "answer_prob")
+    for layer, i in [(0, 5), (2, 30)]:
+        shifts = torch.tensor([_target_value(lm, query, "answer_prob", [Edit(layer, [i], "add_sign", float(d))]) - base
+                               for d in deltas], dtype=torch.float64)
+        assert scores[layer, i].item() == pytest.approx(float(neg_slope(deltas, shifts)), rel=2e-2, abs=1e-9)
+
+
+def test_neurgrad_options_cloze_rows_are_per_option_neurgrad(lm):
+    q = replace(QUESTION, readout="cloze")
+    per_option = neurgrad_options(lm, q)
+    for k in range(4):
+        single = attribute("neurgrad", lm, replace(q, answer=k)).scores
+        assert torch.allclose(per_option[k], single, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("readout", ["cloze", "pmi"])
+def test_evaluate_conditions_under_edits_equals_hand_softmax(lm, readout):
+    """Each condition's option probabilities = softmax of the hand scores under its edits."""
+    q = replace(QUESTION, readout=readout)
+    query = make_query(lm, q)
+    conditions = [[], [Edit(1, [0, 3, 9], "set", 0.0)], [Edit(2, [1, 4], "scale", 2.0), Edit(0, [7], "add", 0.5)]]
+    results = evaluate_conditions(lm, [q, replace(q, answer=2)], conditions)
+    for cond, res in zip(conditions, results):
+        expected = _hand_scores(lm, query, cond).softmax(-1).float()
+        assert torch.allclose(res.probs[0], expected, atol=1e-5)
+        assert torch.allclose(res.probs[1], expected, atol=1e-5)
+    full = evaluate_options(lm, [q], conditions[1], positions=[query.position])
+    assert torch.allclose(full.probs[0], results[1].probs[0], atol=1e-5)
+
+
+def test_readout_argument_overrides_the_question(lm):
+    assert make_query(lm, QUESTION, readout="pmi").readout == "pmi"
+    with pytest.raises(TaskError, match="unknown read-out 'logit'"):
+        make_query(lm, QUESTION, readout="logit")
+    with pytest.raises(TaskError, match="unknown read-out"):
+        replace(QUESTION, readout="nope")
+
+
+def test_task_with_readout_and_render(lm):
+    """Non-letter read-outs keep the prompt's option list and answer demonstrations with text."""
+    demo = replace(QUESTION, answer=0)
+    task = nl.Task("t", [replace(QUESTION, demonstration=demo)], [demo]).with_readout("cloze_norm")
+    assert {q.readout for q in task.questions + task.demonstrations} == {"cloze_norm"}
+    text = nl.render(task.questions[0])
+    assert "A. four" in text and "Answer: four" in text and text.endswith("Answer:")
+    assert "Answer: A" in nl.render(replace(QUESTION, demonstration=demo))
+
+
+def test_prompt_longer_than_the_context_is_a_clear_error():
+    small = tiny_llama(seed=0, max_position_embeddings=16)
+    with pytest.raises(TaskError, match="longer than the model's context of 16 tokens"):
+        make_query(small, QUESTION)
+
+
+@pytest.mark.parametrize("layers, match", [([99], r"layers \[99\] out of range.*3 layers"), ([], "layers is empty")])
+def test_bad_layers_are_clear_errors(lm, layers, match):
+    with pytest.raises(ValueError, match=match):
+        attribute("ig", lm, QUESTION, layers=layers, steps=2)
+
+
+def test_empty_prompt_is_a_clear_error():
+    with pytest.raises(TaskError, match="empty prompt"):
+        Query(torch.tensor([], dtype=torch.long), (torch.tensor([3]),))
+
+
+def test_competence_is_a_binomial_test_against_chance(lm):
+    """acc, chance and p-value as scipy computes them from the hand-read answers."""
+    from scipy.stats import binomtest
+    from neuronloc.interventions import choose_readout, competence
+    questions = [replace(QUESTION, answer=k, uid=f"q{k}", readout="cloze") for k in range(4)]
+    got = competence(lm, questions, "cloze")
+    right = sum(int(_hand_scores(lm, make_query(lm, q)).argmax()) == q.answer for q in questions)
+    assert (got.n, got.correct, got.chance) == (4, right, 0.25)
+    assert got.p_value == pytest.approx(binomtest(right, 4, 0.25, alternative="greater").pvalue)
+    assert got.ci[0] <= got.acc <= got.ci[1]
+    readout, every = choose_readout(lm, questions)
+    assert set(every) == set(READOUTS)
+    assert right == 1  # the prompts differ only in the answer index: one prediction for all four
+    assert readout is None  # 1 of 4 right is chance under every read-out
+    with pytest.raises(ValueError, match="one question per example"):
+        competence(lm, nl.qatt(nl.Task("t", questions[:1])).questions, "cloze")
