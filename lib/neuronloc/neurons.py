@@ -75,8 +75,8 @@ def to_layer_dict(neurons, shape: tuple[int, int] | None = None) -> dict[int, li
     if ids.numel() == 0:
         return {}
     if shape is None:
-        raise ValueError("flat neuron ids need shape=(n_layers, n_inner) to split them into (layer, index): "
-                         "pass site.shape")
+        raise ValueError("flat neuron ids need the site's shape (n_layers, n_inner) to split them into "
+                         "(layer, index): pass the site (or site.shape)")
     out: dict[int, list[int]] = {}
     for layer, index in zip(*(t.tolist() for t in unflat(ids, shape[1]))):
         out.setdefault(layer, []).append(index)
