@@ -243,3 +243,10 @@ def test_neuron_parameters_are_the_neuron(family):
         original = _tiny_family(family)(input_ids=ids).logits
     torch.testing.assert_close(zeroed, silenced)
     assert not torch.equal(silenced, original)
+
+
+def test_neuron_parameters_need_an_ffn_site():
+    """Restricted fine-tuning trains FFN units: another site is refused with the ones to use."""
+    lm = tiny_llama()
+    with pytest.raises(ValueError, match="use site ffn.mid or ffn.up, not 'attn.out'"):
+        neuron_parameters(lm.model, lm.site("attn.out"), 0)
