@@ -12,6 +12,7 @@ each row (causal tracing).
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -180,16 +181,19 @@ class Edit:
     def __post_init__(self):
         if self.op not in OPS:
             raise ValueError(f"unknown op {self.op!r}; use one of {', '.join(OPS)}")
-        v = self.value.detach() if torch.is_tensor(self.value) else torch.as_tensor(self.value, dtype=torch.float64)
-        if v.is_floating_point() and not torch.isfinite(v).all():
+        # a plain number is checked without torch: sweeps make thousands of edits
+        v = self.value if isinstance(self.value, (int, float)) else torch.as_tensor(self.value).detach()
+        finite = math.isfinite(v) if isinstance(v, (int, float)) else bool(torch.isfinite(v).all())
+        if not finite:
             raise ValueError(f"edit of layer {self.layer} ({self.op}): the value holds NaN or inf; "
                              "pass finite values (a NaN in recorded activations means the source run failed)")
-        if v.ndim > 3:
+        ndim = 0 if isinstance(v, (int, float)) else v.ndim
+        if ndim > 3:
             raise ValueError(f"edit value of shape {tuple(v.shape)}: use a scalar, [k], [rows, k] or [rows, n_pos, k]")
-        if self.op == "patch" and v.ndim != 3:
+        if self.op == "patch" and ndim != 3:
             raise ValueError("patch takes recorded values [rows, n_pos, k] (e.g. cap.acts[layer][:, :, neurons]); "
                              "for a constant use op='set'")
-        if self.op == "noise" and (v.ndim or float(v) < 0):
+        if self.op == "noise" and (ndim or float(v) < 0):
             raise ValueError(f"noise takes one standard deviation >= 0, got value {self.value!r}")
         if isinstance(self.positions, str) and self.positions not in ("last", "all"):
             raise ValueError(f"positions must be 'last', 'all' or a list of ints, got {self.positions!r}")
