@@ -276,6 +276,8 @@ def test_each_family_has_the_expected_sites(family):
     assert heads.head(1) == range(4, 8)
     with pytest.raises(IndexError, match="head 4 out of range"):
         heads.head(4)
+    with pytest.raises(ValueError, match="no heads: use site 'attn.head'"):
+        resolve_site(model, "attn.out").head(0)
     with pytest.raises(UnsupportedModelError, match=f"'nope' is not defined for '{family}'"):
         resolve_site(model, "nope")
 

@@ -159,9 +159,10 @@ class Site:
 
     def head(self, h: int) -> range:
         """The unit indices of attention head h (an Edit's `neurons`, or a slice's bounds)."""
-        if not 0 <= h < (self.n_heads or 0):
-            raise IndexError(f"head {h} out of range: site {self.name!r} has {self.n_heads or 0} heads")
-        return range(h * self.head_dim, (h + 1) * self.head_dim)
+        size = self.head_dim
+        if not 0 <= h < self.n_heads:
+            raise IndexError(f"head {h} out of range: site {self.name!r} has {self.n_heads} heads")
+        return range(h * size, (h + 1) * size)
 
     def module(self, model: nn.Module, layer: int) -> nn.Module:
         if not 0 <= layer < self.n_layers:
