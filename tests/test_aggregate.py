@@ -2,24 +2,7 @@
 import torch
 
 from neuronloc.interventions import RATIOS, split_budget as budget_split
-from neuronloc.attribution.aggregate import (ace, bottom_k, ids_to_mask, kn_select,
-                                             mask_to_ids, scale_z, sigma_mask, to_layer_dict, top_k)
-
-
-def test_set_helpers():
-    mask = torch.tensor([[False, True, False], [True, False, True]])
-    assert mask_to_ids(mask).tolist() == [1, 3, 5]                 # flat = layer * 3 + index
-    assert torch.equal(ids_to_mask([5, 1, 3], (2, 3)), mask)
-    assert torch.equal(ids_to_mask({1, 3, 5}, (2, 3)), mask)
-    assert to_layer_dict(mask) == {0: [1], 1: [0, 2]}
-    assert to_layer_dict(torch.zeros(2, 3, dtype=torch.bool)) == {}
-
-
-def test_top_bottom_k_ties_by_flat_id():
-    s = torch.tensor([[1.0, 2.0], [2.0, 0.0]])                     # flat [1, 2, 2, 0]
-    assert top_k(s, 2).tolist() == [1, 2]
-    assert bottom_k(s, 2).tolist() == [3, 0]
-    assert top_k(torch.tensor([[0.0, 0.0, 0.0]]), 2).tolist() == [0, 1]
+from neuronloc.attribution.aggregate import ace, kn_select, scale_z, sigma_mask
 
 
 def test_ace_hand_example():

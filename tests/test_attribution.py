@@ -195,6 +195,19 @@ def test_lpi_matches_manual_logit_lens(lm):
             assert scores[1, i].item() == pytest.approx(expected.item(), rel=1e-3, abs=2e-6)
 
 
+@pytest.mark.parametrize("family", ["gemma2", "gpt2"])
+def test_lpi_refuses_families_without_a_plain_ffn_residual(family):
+    """Gemma 2 norms the FFN output before the residual add and GPT-2's output projection is
+    a Conv1D: LPI's r + a v is not what they compute, so lpi says where it is defined."""
+    from test_sites import build
+    from conftest import CharTokenizer
+    from neuronloc.models import from_module
+    lm = from_module(build(family), CharTokenizer(), name=family)
+    assert lm.family.name == family
+    with pytest.raises(ValueError, match="lpi needs site ffn.mid.*resid.mid"):
+        attribute("lpi", lm, QUESTION)
+
+
 def test_random_is_seeded(lm):
     a = attribute("random", lm, QUESTION, seed=3).scores
     assert torch.equal(a, attribute("random", lm, QUESTION, seed=3).scores)

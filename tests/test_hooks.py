@@ -9,7 +9,7 @@ import torch
 import transformers as tf
 
 from conftest import tiny_llama
-from neuronloc.hooks import Edit, capture, excite, intervene, silence
+from neuronloc.hooks import Edit, capture, excite, intervene, neuron_hooks, silence
 from neuronloc.sites import resolve_site
 
 PROMPTS = ["Q: 2+2? A", "Q: colour of sky? A", "hi"]  # different lengths: rows are left-padded
@@ -208,10 +208,33 @@ def test_out_of_range_raises(tiny, batch, edit, match):
     assert n_hooks(tiny.model) == 0
 
 
-def test_unknown_op_raises():
-    """An op outside set/scale/add/add_sign is refused when the Edit is made."""
-    with pytest.raises(ValueError, match="unknown op"):
-        Edit(0, [1], "double")
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(op="double"), "unknown op"),
+    (dict(op="set", value=float("nan")), "NaN or inf"),
+    (dict(op="add", value=torch.tensor([1.0, float("inf")])), "NaN or inf"),
+    (dict(op="patch", value=torch.full((1, 1, 2), float("nan"))), "NaN or inf"),
+    (dict(op="patch", value=1.0), "recorded values"),
+    (dict(op="noise", value=-1.0), "standard deviation"),
+    (dict(op="noise", value=torch.ones(2)), "standard deviation"),
+    (dict(op="set", value=torch.zeros(1, 1, 1, 2)), "shape"),
+    (dict(op="set", positions="first"), "positions must be"),
+])
+def test_bad_edit_is_refused_when_made(kwargs, match):
+    """Unknown ops, NaN/inf values, a patch without recorded values, a negative noise std,
+    a 4-d value and unknown positions are errors when the Edit is made."""
+    with pytest.raises(ValueError, match=match):
+        Edit(0, [1, 2], **kwargs)
+
+
+@pytest.mark.parametrize("edit", [Edit(LAYER, NEURONS, "set", torch.ones(2)),
+                                  Edit(LAYER, NEURONS, "set", torch.ones(2, 3), rows=[0]),
+                                  Edit(LAYER, NEURONS, "patch", torch.ones(3, 2, 3))])
+def test_value_of_the_wrong_shape_raises(tiny, batch, edit):
+    """A value that does not fit rows x positions x neurons is a ValueError naming the shapes."""
+    with pytest.raises(ValueError, match="does not fit"):
+        with torch.no_grad(), intervene(tiny.model, tiny.site(), [edit]):
+            tiny.model(**batch)
+    assert n_hooks(tiny.model) == 0
 
 
 def test_out_of_range_position_raises(tiny, batch):
@@ -223,11 +246,16 @@ def test_out_of_range_position_raises(tiny, batch):
 
 @pytest.mark.parametrize("raises", [False, True])
 def test_hooks_removed_after_block(tiny, batch, raises):
-    """After capture/intervene blocks (also ones that raise) no hook is left and outputs are unhooked."""
+    """After capture/intervene/neuron_hooks blocks (also ones that raise) no hook is left
+    and outputs are unhooked."""
     _, expected = plain(tiny, batch)
     assert n_hooks(tiny.model) == 0
+    resid = tiny.site("resid.pre")
     for block in (lambda: capture(tiny.model, tiny.site(), grad=True),
-                  lambda: intervene(tiny.model, tiny.site(), silence({0: [1], 2: [3]}))):
+                  lambda: capture(tiny.model, tiny.site("attn.out")),
+                  lambda: intervene(tiny.model, tiny.site(), silence({0: [1], 2: [3]})),
+                  lambda: intervene(tiny.model, resid, [Edit(1, None, "noise", 1.0, positions="all")]),
+                  lambda: neuron_hooks(tiny.model, resid, {0: lambda t: 2 * t, 2: lambda t: None})):
         try:
             with block():
                 tiny.model(**batch)
@@ -292,6 +320,92 @@ def test_capture_and_intervene_on_cuda(batch):
     with capture(gpu.model, gpu.site(), grad=True) as cap:
         _target(gpu.model(**cuda_batch).logits).backward()
     assert cap.grad(2).device.type == "cuda"
+
+
+def test_edit_positions_override_the_block(tiny, batch):
+    """An Edit's own positions replace the block's; edits with different positions compose
+    in order where they meet: position 1 gets (a + 1) * 2, position 3 only a + 1."""
+    before, _ = plain(tiny, batch)
+    edits = [Edit(LAYER, [5], "add", 1.0, positions=[1, 3]), Edit(LAYER, [5], "scale", 2.0, positions=[1]),
+             Edit(LAYER, [6], "set", 4.0)]  # the block's positions: the last one
+    after, _ = edited_run(tiny, batch, edits)
+    expected = before[LAYER].clone()
+    expected[:, 1, 5] = (expected[:, 1, 5] + 1.0) * 2.0
+    expected[:, 3, 5] += 1.0
+    expected[:, -1, 6] = 4.0
+    assert torch.equal(after[LAYER], expected)
+
+
+def _resid_inputs(model, layer) -> dict:
+    """The input hidden states of decoder layer `layer`, by a plain pre-hook (no neuronloc)."""
+    seen = {}
+    hook = lambda m, args, kwargs: seen.__setitem__("h", (args[0] if args else kwargs["hidden_states"]).clone())
+    return seen, model.model.layers[layer].register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_patch_whole_layer_input_gives_the_source_run(tiny):
+    """Patching every unit of resid.pre at layer 1 and every position with a source run's
+    values gives the source run's logits: the layers above see only that input."""
+    source, target = tiny.encode(["Q: 2+2? A"]), tiny.encode(["Q: 3+5? B"])
+    site = tiny.site("resid.pre")
+    with torch.no_grad(), capture(tiny.model, site, layers=[1], positions="all") as clean:
+        expected = tiny.model(**source).logits
+    with torch.no_grad(), intervene(tiny.model, site, [Edit(1, None, "patch", clean.acts[1])], positions="all"):
+        patched = tiny.model(**target).logits
+    torch.testing.assert_close(patched, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(tiny.model(**target).logits, expected)
+
+
+def test_one_batch_restores_a_different_token_in_each_row(tiny):
+    """Causal tracing's restore step, batched: row r patches the clean resid.pre of token
+    p_r at layer 1; each row equals a single run patched by a plain hook."""
+    clean_ids, corrupt_ids = tiny.encode(["Q: 2+2? A"]), tiny.encode(["Q: 3+5? B"])
+    site, tokens = tiny.site("resid.pre"), [0, 3, 7]
+    with torch.no_grad(), capture(tiny.model, site, layers=[1], positions="all") as clean:
+        tiny.model(**clean_ids)
+    rows = len(tokens)
+    batch = {k: v.expand(rows, -1) for k, v in corrupt_ids.items()}
+    edits = [Edit(1, None, "patch", clean.acts[1][:, [p]], rows=[r], positions=[p]) for r, p in enumerate(tokens)]
+    with torch.no_grad(), intervene(tiny.model, site, edits):
+        logits = tiny.model(**batch).logits
+    for r, p in enumerate(tokens):
+        def restore(m, args, kwargs, p=p):
+            h = args[0].clone()
+            h[:, p] = clean.acts[1][:, p]
+            return (h, *args[1:]), kwargs
+        handle = tiny.model.model.layers[1].register_forward_pre_hook(restore, with_kwargs=True)
+        with torch.no_grad():
+            alone = tiny.model(**corrupt_ids).logits
+        handle.remove()
+        torch.testing.assert_close(logits[r], alone[0], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(logits[0], logits[1])
+
+
+def test_noise_is_seeded_and_the_same_in_every_row(tiny, batch):
+    """noise adds std * eps with eps ~ N(0, 1) drawn from the seed, `[n_pos, k]`, shared by the rows."""
+    before, _ = plain(tiny, batch)
+    noise = lambda seed: [Edit(LAYER, NEURONS, "noise", 0.5, positions=[1, 3], seed=seed)]
+    after, logits = edited_run(tiny, batch, noise(7))
+    again, logits_again = edited_run(tiny, batch, noise(7))
+    _, other = edited_run(tiny, batch, noise(8))
+    eps = torch.randn(2, 3, generator=torch.Generator().manual_seed(7))
+    expected = before[LAYER].clone()
+    expected[:, 1:4:2, NEURONS] += 0.5 * eps
+    torch.testing.assert_close(after[LAYER], expected, rtol=0, atol=1e-6)
+    assert torch.equal(logits, logits_again) and not torch.equal(logits, other)
+
+
+def test_resid_pre_hook_may_change_the_batch_size(tiny):
+    """neuron_hooks on resid.pre may return more rows (ig appends rows at a layer): the
+    layers above run on them, and repeated rows give the same logits as the original ones."""
+    ids = tiny.encode(PROMPTS[:1])["input_ids"]
+    with torch.no_grad():
+        expected = tiny.model(input_ids=ids).logits[0]
+        with neuron_hooks(tiny.model, tiny.site("resid.pre"), {1: lambda t: torch.cat([t, t])}):
+            logits = tiny.model(input_ids=ids).logits
+    assert logits.shape[0] == 2
+    torch.testing.assert_close(logits[0], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits[1], expected, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- embedded model

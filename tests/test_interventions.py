@@ -9,11 +9,11 @@ from conftest import tiny_llama
 
 from neuronloc.hooks import Edit, capture, intervene, silence
 from neuronloc.interventions import (
-    RATIOS, answer_batches, as_layer_dict, degrader, enhancer, erase, evaluate_conditions, evaluate_options,
+    RATIOS, answer_batches, degrader, enhancer, erase, evaluate_conditions, evaluate_options,
     neuron_parameters, position_ids, random_neurons, restricted_finetune, shift, split_budget,
     sweep_ratios,
 )
-from neuronloc.sites import resolve_site
+from neuronloc.sites import FAMILIES, resolve_site
 from neuronloc.tasks import MCQuestion, Task, qatt
 
 
@@ -75,14 +75,12 @@ def test_neuron_set_forms_agree(tiny):
     mask = torch.zeros(site.n_layers, site.n_inner, dtype=torch.bool)
     for l, idx in GOOD.items():
         mask[l, idx] = True
-    assert as_layer_dict(flat, site) == as_layer_dict(torch.tensor(flat), site) == as_layer_dict(mask) == GOOD
-    assert {l: sorted(idx) for l, idx in as_layer_dict(set(flat), site).items()} == GOOD
-    assert as_layer_dict([], site) == {}
-    assert enhancer(flat, [], site) == enhancer(GOOD, {})
+    assert enhancer(flat, [], site) == enhancer(torch.tensor(flat), [], site) == enhancer(mask, []) == enhancer(GOOD, {})
+    assert enhancer(set(flat), [], site) == enhancer(GOOD, {})
     with pytest.raises(ValueError, match="site"):
         enhancer(flat, [])
     with pytest.raises(IndexError):
-        as_layer_dict([site.n_neurons], site)
+        erase([site.n_neurons], site)
 
 
 # ---------------------------------------------------------------- budget split
@@ -221,25 +219,17 @@ def test_random_neurons_are_seeded_and_uniform():
 
 
 def _tiny_family(family):
-    import transformers as tf
+    """A fresh tiny random model of `family` (test_sites' builders; fresh, as the test edits weights)."""
+    from test_sites import SPECS
 
-    small = dict(vocab_size=64, n_positions=32, max_position_embeddings=32)
-    cfgs = {
-        "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, n_inner=24, **small)),
-        "gptj": lambda: tf.GPTJForCausalLM(tf.GPTJConfig(n_embd=16, n_layer=2, n_head=2, rotary_dim=4, n_inner=24, **small)),
-        "gpt_neox": lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24, **small)),
-        "phi3": lambda: tf.Phi3ForCausalLM(tf.Phi3Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=24, pad_token_id=0, **small)),
-        "bert": lambda: tf.BertForMaskedLM(tf.BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24, **small)),
-        "llama": lambda: tiny_llama().model,
-    }
     torch.manual_seed(0)
-    return cfgs[family]().eval()
+    return SPECS[family][0]().eval()
 
 
-@pytest.mark.parametrize("family", ["llama", "phi3", "gpt2", "gptj", "gpt_neox", "bert"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_neuron_parameters_are_the_neuron(family):
     """Zeroing the parameters that `neuron_parameters` gives for neuron i has the effect
-    of silencing neuron i: the map names exactly that FFN unit."""
+    of silencing neuron i: the map names exactly that FFN unit, in every family."""
     model = _tiny_family(family)
     site = resolve_site(model)
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
@@ -253,3 +243,10 @@ def test_neuron_parameters_are_the_neuron(family):
         original = _tiny_family(family)(input_ids=ids).logits
     torch.testing.assert_close(zeroed, silenced)
     assert not torch.equal(silenced, original)
+
+
+def test_neuron_parameters_need_an_ffn_site():
+    """Restricted fine-tuning trains FFN units: another site is refused with the ones to use."""
+    lm = tiny_llama()
+    with pytest.raises(ValueError, match="use site ffn.mid or ffn.up, not 'attn.out'"):
+        neuron_parameters(lm.model, lm.site("attn.out"), 0)

@@ -1,15 +1,17 @@
-"""Neuron sites per architecture family: shapes, and the captured activations
-against a recomputation from the MLP's own weights (tiny random models, 2 layers)."""
+"""Sites per architecture family on tiny random models (2 layers) of every family:
+shapes; captured tensors against plain torch hooks, the MLP recomputed from its weights
+and the model's own hidden_states; edits against the same edit by a plain hook."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 
 import pytest
 import torch
 import transformers as tf
 
-from neuronloc.hooks import capture
-from neuronloc.sites import FAMILIES, UnsupportedModelError, resolve_site
+from neuronloc.hooks import Edit, capture, intervene
+from neuronloc.sites import FAMILIES, UnsupportedModelError, family_of, final_norm, resolve_site
 
 N_LAYERS, HIDDEN, INNER, VOCAB = 2, 16, 24, 64
 _IDS = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=0)
@@ -175,3 +177,207 @@ def test_layer_out_of_range():
     """Asking for a layer the model does not have is an IndexError naming the layer count."""
     with pytest.raises(IndexError, match="2 layers"):
         resolve_site(build("llama")).module(build("llama"), N_LAYERS)
+
+
+# ---------------------------------------------------------------- every site
+
+# family -> {site: (module path inside a layer ("" = the layer), kind, units = second half?)},
+# read off the transformers sources; embed is model.get_input_embeddings()'s output.
+_GATED_WHERE = {"ffn.mid": ("mlp.down_proj", "input"), "ffn.up": ("mlp.up_proj", "output"),
+                "resid.pre": ("", "input"), "resid.mid": ("post_attention_layernorm", "input"),
+                "attn.out": ("self_attn", "output"), "mlp.out": ("mlp", "output"),
+                "attn.head": ("self_attn.o_proj", "input")}
+_SANDWICH_WHERE = {**{k: v for k, v in _GATED_WHERE.items() if k != "resid.mid"},
+                   "attn.out": ("post_attention_layernorm", "output"), "mlp.out": ("post_feedforward_layernorm", "output")}
+WHERE = {
+    **{f: _GATED_WHERE for f in ("llama", "mistral", "qwen2", "qwen3", "gemma")},
+    **{f: _SANDWICH_WHERE for f in ("gemma2", "gemma3", "gemma3_text")},
+    "phi3": {**_GATED_WHERE, "ffn.up": ("mlp.gate_up_proj", "output", "second")},
+    "gpt2": {"ffn.mid": ("mlp.c_proj", "input"), "resid.pre": ("", "input"), "resid.mid": ("ln_2", "input"),
+             "attn.out": ("attn", "output"), "mlp.out": ("mlp", "output"), "attn.head": ("attn.c_proj", "input")},
+    "gptj": {"ffn.mid": ("mlp.fc_out", "input"), "resid.pre": ("", "input"), "attn.out": ("attn", "output"),
+             "mlp.out": ("mlp", "output"), "attn.head": ("attn.out_proj", "input")},
+    "gpt_neox": {"ffn.mid": ("mlp.dense_4h_to_h", "input"), "resid.pre": ("", "input"),
+                 "attn.out": ("attention", "output"), "mlp.out": ("mlp", "output"),
+                 "attn.head": ("attention.dense", "input")},
+    "bert": {"ffn.mid": ("intermediate", "output"), "resid.pre": ("", "input"),
+             "attn.out": ("attention.output.dense", "output"), "mlp.out": ("output.dense", "output"),
+             "attn.head": ("attention.output.dense", "input")},
+}
+CASES = [(f, s) for f in FAMILIES for s in (*WHERE[f], "embed")]
+
+
+def _module(model, family, site, layer):
+    if site == "embed":
+        return model.get_input_embeddings()
+    return model.get_submodule(".".join(p for p in (SPECS[family][1], str(layer), WHERE[family][site][0]) if p))
+
+
+@contextmanager
+def plain_hooks(model, family, site, fn, layers=range(N_LAYERS)):
+    """fn(layer, units) -> replacement or None, on the expected module by plain torch hooks
+    (no neuronloc); units = the module's input or (first) output, or its second half."""
+    kind = "output" if site == "embed" else WHERE[family][site][1]
+    second = site != "embed" and WHERE[family][site][2:] == ("second",)
+
+    def call(layer, t):
+        if not second:
+            return fn(layer, t)
+        half = t.shape[-1] // 2
+        new = fn(layer, t[..., half:])
+        return None if new is None else torch.cat([t[..., :half], new], dim=-1)
+
+    def pre(layer):
+        def hook(module, args, kwargs):
+            new = call(layer, args[0] if args else kwargs["hidden_states"])
+            if new is None:
+                return None
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+        return hook
+
+    def post(layer):
+        def hook(module, args, out):
+            new = call(layer, out[0] if isinstance(out, tuple) else out)
+            return None if new is None else ((new, *out[1:]) if isinstance(out, tuple) else new)
+        return hook
+
+    handles = []
+    try:
+        for layer in layers:
+            m = _module(model, family, site, layer)
+            handles.append(m.register_forward_pre_hook(pre(layer), with_kwargs=True) if kind == "input"
+                           else m.register_forward_hook(post(layer)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _seen(model, family, site) -> dict[int, torch.Tensor]:
+    seen = {}
+    with torch.no_grad(), plain_hooks(model, family, site, lambda l, t: seen.__setitem__(l, t.clone()),
+                                      range(1 if site == "embed" else N_LAYERS)):
+        model(input_ids=_input_ids())
+    return seen
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_has_the_expected_sites(family):
+    """The sites of each family (no more, no fewer), their sizes and the head geometry."""
+    model = build(family)
+    cfg = model.config.get_text_config()
+    assert set(family_of(model).sites) == set(WHERE[family])
+    for name in (*WHERE[family], "embed"):
+        site = resolve_site(model, name)
+        width = {"ffn.mid": SPECS[family][4], "ffn.up": INNER, "attn.head": cfg.num_attention_heads * 4}.get(name, HIDDEN)
+        assert (site.name, site.n_layers, site.n_inner) == (name, 1 if name == "embed" else N_LAYERS, width)
+    heads = resolve_site(model, "attn.head")
+    assert (heads.n_heads, heads.head_dim) == (cfg.num_attention_heads, 4)
+    assert heads.head(1) == range(4, 8)
+    with pytest.raises(IndexError, match="head 4 out of range"):
+        heads.head(4)
+    with pytest.raises(ValueError, match="no heads: use site 'attn.head'"):
+        resolve_site(model, "attn.out").head(0)
+    with pytest.raises(UnsupportedModelError, match=f"'nope' is not defined for '{family}'"):
+        resolve_site(model, "nope")
+
+
+@pytest.mark.parametrize("family, name", CASES)
+def test_capture_equals_plain_hook(family, name):
+    """capture on every site of every family sees what a plain hook on the module sees."""
+    model = build(family)
+    acts = _captured(model, resolve_site(model, name))
+    expected = _seen(model, family, name)
+    assert sorted(acts) == sorted(expected)
+    for layer, t in expected.items():
+        assert torch.equal(acts[layer], t)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_residual_sites_add_up_to_hidden_states(family):
+    """resid.pre = the model's hidden_states[l]; embed = hidden_states[0] (GPT-2 adds position
+    embeddings); resid.pre[l+1] = resid.pre[l] + attn.out[l] + mlp.out[l]; resid.mid = resid.pre + attn.out."""
+    model = build(family)
+    with torch.no_grad():
+        hidden = model(input_ids=_input_ids(), output_hidden_states=True).hidden_states
+    acts = {name: _captured(model, resolve_site(model, name)) for name in (*WHERE[family], "embed")}
+    for layer in range(N_LAYERS):
+        torch.testing.assert_close(acts["resid.pre"][layer], hidden[layer])
+    embed = acts["embed"][0]
+    if family == "gpt2":
+        embed = embed + model.transformer.wpe(torch.arange(5))
+    if family != "bert":  # BERT adds position and type embeddings and a LayerNorm
+        torch.testing.assert_close(embed, hidden[0])
+        pre, attn, mlp = acts["resid.pre"], acts["attn.out"], acts["mlp.out"]
+        torch.testing.assert_close(pre[1], pre[0] + attn[0] + mlp[0])
+    if "resid.mid" in acts:
+        for layer in range(N_LAYERS):
+            torch.testing.assert_close(acts["resid.mid"][layer], acts["resid.pre"][layer] + acts["attn.out"][layer])
+
+
+@pytest.mark.parametrize("family, name", CASES)
+def test_edit_equals_plain_hook_edit(family, name):
+    """Setting two units (attn.head: all of head 1) of layer 0 at every position changes the
+    output exactly as the same edit made by a plain hook."""
+    model = build(family)
+    site = resolve_site(model, name)
+    units = list(site.head(1)) if name == "attn.head" else [0, 3]
+
+    def edit(layer, t):
+        t = t.clone()
+        t[..., units] = 0.5
+        return t
+
+    with torch.no_grad():
+        plain = model(input_ids=_input_ids()).logits
+        with intervene(model, site, [Edit(0, units, "set", 0.5)], positions="all"):
+            ours = model(input_ids=_input_ids()).logits
+        with plain_hooks(model, family, name, edit, layers=[0]):
+            theirs = model(input_ids=_input_ids()).logits
+    assert not torch.equal(ours, plain)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_zeroing_every_head_zeroes_attn_out(family):
+    """All heads set to 0 at attn.head: attn.out is the output projection's bias (0 without one)."""
+    model = build(family)
+    heads, out = resolve_site(model, "attn.head"), resolve_site(model, "attn.out")
+    with torch.no_grad(), intervene(model, heads, [Edit(0, None, "set", 0.0)], positions="all"), \
+            capture(model, out, layers=[0], positions="all") as cap:
+        model(input_ids=_input_ids())
+    bias = getattr(heads.module(model, 0), "bias", None)
+    expected = torch.zeros(HIDDEN) if bias is None else bias
+    torch.testing.assert_close(cap.acts[0], expected.expand(2, 5, HIDDEN), rtol=0, atol=1e-6)
+
+
+def test_unsupported_model_lists_the_families():
+    """T5 (an encoder-decoder) is refused by family_of with neuronloc's families listed."""
+    t5 = tf.T5ForConditionalGeneration(tf.T5Config(vocab_size=VOCAB, d_model=16, d_kv=4, d_ff=24, num_layers=1,
+                                                   num_heads=4, decoder_start_token_id=0))
+    with pytest.raises(UnsupportedModelError, match=r"unsupported architecture 't5'.*llama.*gpt2.*bert") as err:
+        family_of(t5)
+    assert all(family in str(err.value) for family in FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_records(family):
+    """Shared-prefix attention only where attention is plain softmax over the cache, and the
+    final norm (logit lens) is the module right before the LM head."""
+    model = build(family)
+    shared = {"llama", "mistral", "qwen2", "qwen3", "gemma", "phi3"}
+    assert family_of(model).shared_prefix == (family in shared)
+    if family == "bert":
+        with pytest.raises(UnsupportedModelError, match="no final norm"):
+            final_norm(model)
+        return
+    seen, handles = {}, []
+    for key, module in (("head", model.get_output_embeddings()), ("norm", final_norm(model))):
+        handles.append(module.register_forward_pre_hook(lambda m, a, key=key: seen.__setitem__(key, a[0])))
+    try:
+        with torch.no_grad():
+            model(input_ids=_input_ids())
+            torch.testing.assert_close(final_norm(model)(seen["norm"]), seen["head"], rtol=0, atol=0)
+    finally:
+        for h in handles:
+            h.remove()

@@ -51,6 +51,7 @@ def _attribute(args) -> None:
 
     from .localization import locate
     from .models import load_model
+    from .neurons import unflat
     from .store import Store
     from .tasks import qatt
     from .tasks.loaders import load_examples, load_task
@@ -70,7 +71,7 @@ def _attribute(args) -> None:
     n_inner = res.scores.shape[1]
 
     def rows(ids):
-        return [{"layer": int(i) // n_inner, "neuron": int(i) % n_inner, "score": float(res.scores.flatten()[i])} for i in ids]
+        return [dict(zip(("layer", "neuron"), unflat(i, n_inner)), score=float(res.scores.flatten()[i])) for i in ids]
 
     (out / "good.json").write_text(json.dumps(rows(res.good), indent=1))
     (out / "bad.json").write_text(json.dumps(rows(res.bad), indent=1))

@@ -1,17 +1,19 @@
-"""One hook mechanism for reading and editing FFN neurons (cf. ROME's nethook).
+"""One hook mechanism for reading and editing the units of any site (cf. ROME's nethook).
 
-`neuron_hooks` registers, for chosen layers, a function that sees the neuron
-tensor `[batch, pos, n_inner]` at the site and may return a replacement.
-`capture` (read, optionally with gradients) and `intervene` (set / scale / add /
-add-along-sign) are both built on it. Hooks are always removed on exit, also
-when the body raises.
+`neuron_hooks` registers, for chosen layers, a function that sees the site's tensor
+`[batch, pos, n_inner]` and may return a replacement. `capture` (read, optionally with
+gradients) and `intervene` (the `Edit` ops: set / scale / add / add_sign / patch /
+noise) are both built on it. Hooks are always removed on exit, also when the body raises.
 
-Positions: "last" (the final position of every row: batches must be
-left-padded, as `neuronloc.models.encode` does), "all", or a list of ints.
+Positions: "last" (the final position of every row: batches must be left-padded, as
+`neuronloc.models.encode` does), "all", or a list of ints. An `Edit` may carry its own
+positions and rows, so one batched forward can, e.g., restore a different token in
+each row (causal tracing).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -20,10 +22,11 @@ import torch.nn as nn
 
 from .sites import Site
 
-OPS = ("set", "scale", "add", "add_sign")
+OPS = ("set", "scale", "add", "add_sign", "patch", "noise")
 
 
-def _index(positions, seq_len: int):
+def _index(positions, seq_len: int) -> list[int] | slice:
+    """Sequence indices selected by `positions` (ascending for "last"/"all")."""
     if positions == "last":
         return [seq_len - 1]
     if positions == "all":
@@ -45,42 +48,51 @@ def _replace_at(x: torch.Tensor, idx, new: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def _hook(site: Site, fn: Callable[[torch.Tensor], torch.Tensor | None]):
+    """A torch hook that hands `fn` the site's units and puts back what it returns."""
+
+    def edit(t: torch.Tensor) -> torch.Tensor | None:
+        if site.start == 0 and site.stop is None:
+            return fn(t)
+        new = fn(t[..., site.start:site.stop])
+        return None if new is None else torch.cat([t[..., :site.start], new, t[..., site.stop:]], dim=-1)
+
+    if site.kind == "input":
+        def pre_hook(module, args, kwargs):
+            if args:
+                new = edit(args[0])
+                return None if new is None else ((new, *args[1:]), kwargs)
+            if "hidden_states" not in kwargs:  # decoder layers get it positionally or by name
+                raise RuntimeError(f"{type(module).__name__} got no positional input nor hidden_states=: "
+                                   f"site {site.name!r} cannot read it")
+            new = edit(kwargs["hidden_states"])
+            return None if new is None else (args, {**kwargs, "hidden_states": new})
+        return pre_hook
+
+    def fwd_hook(module, args, output):
+        if not isinstance(output, tuple):
+            return edit(output)
+        new = edit(output[0])  # attention blocks return (output, weights, ...): pass the rest on
+        return None if new is None else (new, *output[1:])
+    return fwd_hook
+
+
 @contextmanager
 def neuron_hooks(model: nn.Module, site: Site, fns: dict[int, Callable[[torch.Tensor], torch.Tensor | None]]):
-    """Call fns[layer](neurons) on each forward; a returned tensor replaces the neurons.
+    """Call fns[layer](units) on each forward; a returned tensor replaces the units.
 
-    neurons: `[batch, pos, n_inner]` (the site's slice of the module input/output).
+    units: `[batch, pos, n_inner]` (the site's slice of the module input/output). The
+    replacement keeps the last dim; on resid.pre (the layer input) it may have another
+    batch size (ig appends rows at a layer: the layers above then run on the new batch).
     """
     handles = []
-
-    def wrap(fn):
-        def edit(t: torch.Tensor) -> torch.Tensor | None:
-            if site.start == 0 and site.stop is None:
-                return fn(t)
-            inner = t[..., site.start:site.stop]
-            new = fn(inner)
-            if new is None:
-                return None
-            return torch.cat([t[..., : site.start], new, t[..., site.stop:]], dim=-1)
-
-        if site.kind == "input":
-            def pre_hook(module, args, kwargs):
-                new = edit(args[0])
-                if new is None:
-                    return None
-                return (new, *args[1:]), kwargs
-            return pre_hook
-        def fwd_hook(module, args, output):
-            return edit(output)
-        return fwd_hook
-
     try:
         for layer, fn in fns.items():
             module = site.module(model, layer)
             if site.kind == "input":
-                handles.append(module.register_forward_pre_hook(wrap(fn), with_kwargs=True))
+                handles.append(module.register_forward_pre_hook(_hook(site, fn), with_kwargs=True))
             else:
-                handles.append(module.register_forward_hook(wrap(fn)))
+                handles.append(module.register_forward_hook(_hook(site, fn)))
         yield
     finally:
         for h in handles:
@@ -92,7 +104,7 @@ class Capture:
     """Activations (and gradient probes) recorded by `capture`.
 
     acts[layer]: `[batch, n_pos, n_inner]` detached activations of the last forward.
-    grads(layer): dF/d(activation) `[batch, n_pos, n_inner]` after F.backward()
+    grad(layer): dF/d(activation) `[batch, n_pos, n_inner]` after F.backward()
     (only with grad=True).
     """
 
@@ -112,7 +124,7 @@ class Capture:
 
 @contextmanager
 def capture(model: nn.Module, site: Site, layers: Iterable[int] | None = None, positions="last", grad: bool = False):
-    """Record the neurons at `positions` for `layers` (default: all).
+    """Record the units at `positions` for `layers` (default: all).
 
     With grad=True a zero probe is added to the recorded activations, so that
     `cap.grad(layer)` is the gradient of whatever is back-propagated w.r.t. those
@@ -134,72 +146,129 @@ def capture(model: nn.Module, site: Site, layers: Iterable[int] | None = None, p
             return _replace_at(t, idx, sel + probe)
         return fn
 
-    with torch.enable_grad() if grad else _null():
+    with torch.enable_grad() if grad else nullcontext():
         with neuron_hooks(model, site, {l: make(l) for l in layers}):
             yield cap
 
 
-@contextmanager
-def _null():
-    yield
-
-
 @dataclass(frozen=True)
 class Edit:
-    """Change neurons of one layer: op in set | scale | add | add_sign.
+    """Change units of one layer of a site.
 
-    set: a = v;  scale: a = v*a;  add: a = a + v;  add_sign: a = a + v*sign(a)
-    (the NEG shift). value: a scalar, one value per neuron `[k]`, or one per
-    (row, neuron) `[len(rows), k]`. rows: the batch rows it applies to (None = all),
-    so one batch can carry a different edit per row.
-    Several edits of one neuron compose in order; sign() is of the unedited value.
+    op, with a the unit's value and v the edit's value:
+      set       a = v                    scale     a = v * a
+      add       a = a + v                add_sign  a = a + v * sign(a)   (the NEG shift)
+      patch     a = v, v recorded from another run `[rows or 1, n_pos, k]` (activation
+                patching; e.g. `cap.acts[layer][:, :, neurons]` of a clean run)
+      noise     a = a + v * eps, eps ~ N(0, 1) `[n_pos, k]` drawn from `seed`, the same for
+                every row (causal tracing's corruption; same seed and shape, same noise)
+    value: a scalar, one per unit `[k]`, one per (row, unit) `[len(rows), k]`, or one per
+    (row, position, unit) `[len(rows) or 1, n_pos, k]`. neurons: unit indices `[k]`, or
+    None for every unit (patch a whole hidden state). rows: the batch rows it applies to
+    (None = all). positions: its own positions ("last", "all", list of ints), None = those
+    of the `intervene` block. Several edits of one unit compose in order; sign() is of the
+    unedited value.
     """
 
     layer: int
-    neurons: Sequence[int] | torch.Tensor
+    neurons: Sequence[int] | torch.Tensor | None
     op: str
     value: float | torch.Tensor = 0.0
     rows: Sequence[int] | None = None
+    positions: str | Sequence[int] | None = None
+    seed: int = 0
 
     def __post_init__(self):
         if self.op not in OPS:
             raise ValueError(f"unknown op {self.op!r}; use one of {', '.join(OPS)}")
+        # a plain number is checked without torch: sweeps make thousands of edits
+        v = self.value if isinstance(self.value, (int, float)) else torch.as_tensor(self.value).detach()
+        finite = math.isfinite(v) if isinstance(v, (int, float)) else bool(torch.isfinite(v).all())
+        if not finite:
+            raise ValueError(f"edit of layer {self.layer} ({self.op}): the value holds NaN or inf; "
+                             "pass finite values (a NaN in recorded activations means the source run failed)")
+        ndim = 0 if isinstance(v, (int, float)) else v.ndim
+        if ndim > 3:
+            raise ValueError(f"edit value of shape {tuple(v.shape)}: use a scalar, [k], [rows, k] or [rows, n_pos, k]")
+        if self.op == "patch" and ndim != 3:
+            raise ValueError("patch takes recorded values [rows, n_pos, k] (e.g. cap.acts[layer][:, :, neurons]); "
+                             "for a constant use op='set'")
+        if self.op == "noise" and (ndim or float(v) < 0):
+            raise ValueError(f"noise takes one standard deviation >= 0, got value {self.value!r}")
+        if isinstance(self.positions, str) and self.positions not in ("last", "all"):
+            raise ValueError(f"positions must be 'last', 'all' or a list of ints, got {self.positions!r}")
 
 
-def _coefficients(edits: list[Edit], batch: int, n: int, device, dtype):
-    """Dense per-row coefficients (scale, add, sign_add), each `[batch, n]`:
-    edited = scale * a + add + sign_add * sign(a)."""
-    scale = torch.ones(batch, n, device=device, dtype=dtype)
-    add = torch.zeros(batch, n, device=device, dtype=dtype)
-    sign_add = torch.zeros(batch, n, device=device, dtype=dtype)
-    for e in edits:
-        neurons = torch.as_tensor(e.neurons, dtype=torch.long, device=device).reshape(-1)
+def _noise(seed: int, n_pos: int, k: int) -> torch.Tensor:
+    """eps `[n_pos, k]`, drawn on the CPU so it is the same on every device."""
+    return torch.randn(n_pos, k, generator=torch.Generator().manual_seed(seed))
+
+
+def _plan(edits: list[Edit], positions, batch: int, seq: int, n: int, device, dtype):
+    """Compose `edits` into one map on the selected positions `index`:
+    edited = scale * a + add + sign_add * sign(a) at t[:, index], coefficients `[batch, P, n]`.
+
+    P = 1 (broadcast over positions) when every edit selects the same positions with
+    values that do not depend on the position; else P = the union of their positions.
+    """
+    spans = [_index(positions if e.positions is None else e.positions, seq) for e in edits]
+    spans = [list(range(seq)) if isinstance(s, slice) else s for s in spans]
+    per_position = any(e.op in ("patch", "noise") or (torch.is_tensor(e.value) and e.value.ndim == 3) for e in edits)
+    if not per_position and all(s == spans[0] for s in spans):
+        index = slice(None) if spans[0] == list(range(seq)) else spans[0]
+        columns, n_pos = [[0]] * len(edits), 1
+    else:
+        union = sorted(set().union(*spans))
+        index = slice(None) if union == list(range(seq)) else union
+        column = {p: c for c, p in enumerate(union)}
+        columns, n_pos = [[column[p] for p in s] for s in spans], len(union)
+    shape = (batch, n_pos, n)
+    scale = torch.ones(shape, device=device, dtype=dtype)
+    add = torch.zeros(shape, device=device, dtype=dtype)
+    sign_add = torch.zeros(shape, device=device, dtype=dtype)
+    for e, cols in zip(edits, columns):
+        neurons = torch.arange(n, device=device) if e.neurons is None else \
+            torch.as_tensor(e.neurons, dtype=torch.long, device=device).reshape(-1)
         if neurons.numel() and (neurons.min() < 0 or neurons.max() >= n):
             raise IndexError(f"layer {e.layer}: neuron index out of range [0, {n})")
         rows = torch.arange(batch, device=device) if e.rows is None else torch.as_tensor(e.rows, dtype=torch.long, device=device)
         if rows.numel() and (rows.min() < 0 or rows.max() >= batch):
             raise IndexError(f"edit rows {list(rows.tolist())} out of range for batch size {batch}")
-        v = torch.as_tensor(e.value, dtype=dtype, device=device)
-        v = v.expand(len(rows), len(neurons)) if v.ndim < 2 else v
-        if v.shape != (len(rows), len(neurons)):
-            raise ValueError(f"edit value of shape {tuple(v.shape)} does not fit {len(rows)} rows x {len(neurons)} neurons")
-        r, c = rows[:, None], neurons[None, :]
-        if e.op == "set":
-            scale[r, c], add[r, c], sign_add[r, c] = 0.0, v, 0.0
+        v = _value(e, len(rows), len(cols), len(neurons), device, dtype)
+        r, p, c = rows[:, None, None], torch.tensor(cols, device=device)[None, :, None], neurons[None, None, :]
+        if e.op in ("set", "patch"):
+            scale[r, p, c], add[r, p, c], sign_add[r, p, c] = 0.0, v, 0.0
         elif e.op == "scale":
-            scale[r, c] *= v
-            add[r, c] *= v
-            sign_add[r, c] *= v
-        elif e.op == "add":
-            add[r, c] += v
+            scale[r, p, c] *= v
+            add[r, p, c] *= v
+            sign_add[r, p, c] *= v
+        elif e.op in ("add", "noise"):
+            add[r, p, c] += v
         else:
-            sign_add[r, c] += v
-    return scale, add, sign_add
+            sign_add[r, p, c] += v
+    return index, scale, add, sign_add
+
+
+def _value(e: Edit, rows: int, n_pos: int, k: int, device, dtype) -> torch.Tensor:
+    """The edit's value broadcast to `[rows, n_pos, k]`."""
+    v = torch.as_tensor(e.value, dtype=dtype, device=device)
+    given = tuple(v.shape)
+    if e.op == "noise":
+        v = v * _noise(e.seed, n_pos, k).to(device, dtype)[None]
+    elif v.ndim == 1:
+        v = v[None, None, :]  # per unit
+    elif v.ndim == 2:
+        v = v[:, None, :]  # per (row, unit)
+    try:
+        return v.expand(rows, n_pos, k)
+    except RuntimeError:
+        raise ValueError(f"edit value of shape {given} does not fit {rows} rows x {n_pos} positions x "
+                         f"{k} neurons of layer {e.layer}") from None
 
 
 @contextmanager
 def intervene(model: nn.Module, site: Site, edits: Iterable[Edit], positions="last"):
-    """Apply `edits` to the neurons at `positions` on every forward inside the block."""
+    """Apply `edits` to the units at `positions` (or each edit's own) on every forward inside the block."""
     by_layer: dict[int, list[Edit]] = {}
     for e in edits:
         by_layer.setdefault(e.layer, []).append(e)
@@ -208,16 +277,15 @@ def intervene(model: nn.Module, site: Site, edits: Iterable[Edit], positions="la
         cache = {}
         # a learnable value (requires grad) must be read on every forward: a cached
         # coefficient would hold a freed graph and miss optimizer updates
-        learnable = any(isinstance(e.value, torch.Tensor) and e.value.requires_grad for e in layer_edits)
+        learnable = any(torch.is_tensor(e.value) and e.value.requires_grad for e in layer_edits)
 
         def fn(t):
-            key = (t.shape[0], t.device, t.dtype)
-            if learnable or key not in cache:
-                cache[key] = _coefficients(layer_edits, t.shape[0], t.shape[-1], t.device, t.dtype)
-            scale, add, sign_add = (c[:, None, :] for c in cache[key])
-            idx = _index(positions, t.shape[1])
-            sel = t[:, idx]
-            return _replace_at(t, idx, scale * sel + add + sign_add * torch.sign(sel))
+            key = (t.shape[0], t.shape[1], t.device, t.dtype)
+            if learnable or cache.get("key") != key:  # one entry: sequence lengths vary across batches
+                cache["key"], cache["plan"] = key, _plan(layer_edits, positions, *t.shape, t.device, t.dtype)
+            index, scale, add, sign_add = cache["plan"]
+            sel = t[:, index]
+            return _replace_at(t, index, scale * sel + add + sign_add * torch.sign(sel))
         return fn
 
     with neuron_hooks(model, site, {l: make(es) for l, es in by_layer.items()}):

@@ -13,7 +13,7 @@ Weight edits: `restricted_finetune` trains only the FFN weights that belong to t
 given neurons (CNL §5.4 'Enhance': Random / W/o located / Located).
 
 A neuron set is {layer: [index]}, a bool mask `[layer, neuron]`, or flat ids
-(flat = layer * n_inner + index; needs the `site` to be split).
+(flat = layer * n_inner + index; needs the `site` to be split), see `neuronloc.neurons`.
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from .engine import Layout, forward_rows, make_query, prefix_cache
 from .hooks import Edit, excite, intervene, silence
 from .metrics import accuracy, comprehension
 from .models import LM
-from .sites import Site
+from .neurons import to_layer_dict
+from .sites import Site, family_of
 from .tasks.core import READOUTS, MCQuestion, render
 
 log = logging.getLogger(__name__)
@@ -39,48 +40,29 @@ RATIOS = [i / 10 for i in range(11)]  # good share of the budget, 0 %..100 % in 
 MODES = ("located", "random", "without")
 
 
-# ---------------------------------------------------------------- neuron sets
-
-def as_layer_dict(neurons, site: Site | None = None) -> dict[int, list[int]]:
-    """{layer: [index]} (non-empty layers only) from a dict, a bool mask `[layer, neuron]`,
-    or flat ids (list / tensor / array; `site` gives n_inner)."""
-    if isinstance(neurons, dict):
-        return {int(l): [int(i) for i in idx] for l, idx in neurons.items() if len(idx)}
-    t = neurons if torch.is_tensor(neurons) else torch.as_tensor(neurons if hasattr(neurons, "__array__") else list(neurons))
-    if t.dtype == torch.bool:
-        assert t.ndim == 2, f"a bool neuron mask must be [layer, neuron], got {tuple(t.shape)}"
-        return {l: row.nonzero().reshape(-1).tolist() for l, row in enumerate(t) if row.any()}
-    if t.numel() == 0:
-        return {}
-    if site is None:
-        raise ValueError("flat neuron ids need the site to split them into (layer, index): pass site=lm.site()")
-    out: dict[int, list[int]] = {}
-    for flat in t.reshape(-1).tolist():
-        if not 0 <= flat < site.n_neurons:
-            raise IndexError(f"flat neuron id {flat} out of range [0, {site.n_neurons})")
-        layer, index = site.unflat(flat)
-        out.setdefault(layer, []).append(index)
-    return out
+def _layer_dict(neurons, site: Site | None) -> dict[int, list[int]]:
+    """{layer: [index]} of a neuron set in any form (flat ids need the site)."""
+    return to_layer_dict(neurons, None if site is None else site.shape)
 
 
 def enhancer(good, bad, site: Site | None = None) -> list[Edit]:
     """Excite good (a = 2a) + silence bad (a = 0), NeuronLLM §3.5."""
-    return excite(as_layer_dict(good, site)) + silence(as_layer_dict(bad, site))
+    return excite(_layer_dict(good, site)) + silence(_layer_dict(bad, site))
 
 
 def degrader(good, bad, site: Site | None = None) -> list[Edit]:
     """Silence good + excite bad, NeuronLLM §3.5."""
-    return silence(as_layer_dict(good, site)) + excite(as_layer_dict(bad, site))
+    return silence(_layer_dict(good, site)) + excite(_layer_dict(bad, site))
 
 
 def shift(neurons, delta: float, site: Site | None = None) -> list[Edit]:
     """a = a + Δ·sign(a), NEG §2.1 (the reference code's activation shift)."""
-    return [Edit(l, idx, "add_sign", delta) for l, idx in as_layer_dict(neurons, site).items()]
+    return [Edit(l, idx, "add_sign", delta) for l, idx in _layer_dict(neurons, site).items()]
 
 
 def erase(neurons, site: Site | None = None) -> list[Edit]:
     """CNL §5.4 'Erase': zero the located neurons (= silence)."""
-    return silence(as_layer_dict(neurons, site))
+    return silence(_layer_dict(neurons, site))
 
 
 def split_budget(good_ranked, bad_ranked, budget: int, ratio: float):
@@ -186,8 +168,9 @@ def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Seq
     rows: batch rows per forward. readout: default each question's own.
     """
     questions, conditions = _nonempty(questions), [list(c) for c in conditions]
-    if any(e.rows is not None for c in conditions for e in c):
-        raise ValueError("evaluate_conditions assigns batch rows itself: pass edits without rows=")
+    if any(e.rows is not None or e.positions is not None for c in conditions for e in c):
+        raise ValueError("evaluate_conditions edits the answer position of rows it assigns itself: "
+                         "pass edits without rows= or positions= (evaluate_options takes other positions)")
     site = lm.site(site) if isinstance(site, str) else site
     probs = torch.zeros(len(conditions), len(questions), max(len(q.options) for q in questions))
     for i, q in enumerate(tqdm(questions, desc="evaluate", disable=not progress, leave=False)):
@@ -309,29 +292,14 @@ class NeuronParam(NamedTuple):
     offset: int
 
 
-# family -> (parameter path inside a layer, dim holding the neuron index, offset in units of n_inner).
-# "In" projections own row i (+ bias i), "out" projections own column i.
-# GPT-2's Conv1D stores weight as [in, out], hence the swapped dims.
-_GATED = (("mlp.gate_proj.weight", 0, 0), ("mlp.gate_proj.bias", 0, 0),
-          ("mlp.up_proj.weight", 0, 0), ("mlp.up_proj.bias", 0, 0), ("mlp.down_proj.weight", 1, 0))
-_NEURON_PARAMS = {
-    **{f: _GATED for f in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text")},
-    "phi3": (("mlp.gate_up_proj.weight", 0, 0), ("mlp.gate_up_proj.weight", 0, 1), ("mlp.down_proj.weight", 1, 0)),
-    "gpt2": (("mlp.c_fc.weight", 1, 0), ("mlp.c_fc.bias", 0, 0), ("mlp.c_proj.weight", 0, 0)),
-    "gptj": (("mlp.fc_in.weight", 0, 0), ("mlp.fc_in.bias", 0, 0), ("mlp.fc_out.weight", 1, 0)),
-    "gpt_neox": (("mlp.dense_h_to_4h.weight", 0, 0), ("mlp.dense_h_to_4h.bias", 0, 0), ("mlp.dense_4h_to_h.weight", 1, 0)),
-    "bert": (("intermediate.dense.weight", 0, 0), ("intermediate.dense.bias", 0, 0), ("output.dense.weight", 1, 0)),
-}
-
-
 def neuron_parameters(model: nn.Module, site: Site, layer: int) -> list[NeuronParam]:
     """The FFN parameters of `layer` and the dim along which neuron i owns slice i
     (the unit i of the FFN: its input row(s), bias and output column). Absent biases
-    are skipped. Same for every site of a family (they index the same FFN units)."""
-    if site.family not in _NEURON_PARAMS:
-        raise ValueError(f"no neuron-parameter map for {site.family!r}; known: {', '.join(_NEURON_PARAMS)}")
+    are skipped. Same for both FFN sites (ffn.mid, ffn.up index the same FFN units)."""
+    if not site.name.startswith("ffn."):
+        raise ValueError(f"restricted fine-tuning trains FFN units: use site ffn.mid or ffn.up, not {site.name!r}")
     out = []
-    for path, dim, offset in _NEURON_PARAMS[site.family]:
+    for path, dim, offset in family_of(model).neuron_params:
         try:
             p = model.get_parameter(f"{site.layers_path}.{layer}.{path}")
         except AttributeError:
@@ -347,7 +315,7 @@ def random_neurons(site: Site, count: int, seed: int = 0) -> dict[int, list[int]
     """`count` neurons drawn uniformly without replacement from all n_layers * n_inner
     (CNL §5.4 'Random': as many neurons as located, anywhere in the model)."""
     g = torch.Generator().manual_seed(seed)
-    return as_layer_dict(torch.randperm(site.n_neurons, generator=g)[:count], site)
+    return _layer_dict(torch.randperm(site.n_neurons, generator=g)[:count], site)
 
 
 def _trainable(model: nn.Module, site: Site, neurons: dict[int, list[int]], without: bool):
@@ -393,7 +361,7 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     site = lm.site(site) if isinstance(site, str) else site
-    model, located = lm.model, as_layer_dict(neurons, site)
+    model, located = lm.model, _layer_dict(neurons, site)
     if mode == "random":
         located = random_neurons(site, len({(l, i) for l, idx in located.items() for i in idx}), seed)
     batches = list(batches) if iter(batches) is batches else batches  # a generator would be spent after epoch 1

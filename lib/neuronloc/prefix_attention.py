@@ -19,8 +19,9 @@ from contextlib import contextmanager
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from .sites import family_of
+
 NAME = "neuronloc_shared_prefix"
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3")
 _PREFIX: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -57,7 +58,7 @@ def supported(lm, context: int) -> bool:
     """Does this model's attention reduce to plain softmax attention over `context` positions?"""
     cfg = lm.model.config
     window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
-    return cfg.model_type in FAMILIES and (not window or context <= window)
+    return family_of(lm.model).shared_prefix and (not window or context <= window)
 
 
 class _PrefixLayer(DynamicLayer):

@@ -1,51 +1,19 @@
 """From neuron scores to neuron sets: ACE (NeuronLLM), KN count-based selection,
-CNL sigma-mask, top/bottom-k and the good:bad budget split.
+and CNL sigma-mask (top/bottom-k and id/mask conversions live in `neuronloc.neurons`).
 
 Shapes: scores `[layer, neuron]`, per-example scores `[example, layer, neuron]`.
 A neuron set is a bool mask `[layer, neuron]` or a 1-D LongTensor of flat ids
-(`flat = layer * n_inner + index`). All functions are pure and deterministic:
-ties in a ranking go to the smaller flat id.
+(`flat = layer * n_inner + index`; conversions in `neuronloc.neurons`). All functions
+are pure and deterministic: ties in a ranking go to the smaller flat id (`neurons.top_k`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-
-
-# ---------------------------------------------------------------- neuron sets
-
-def mask_to_ids(mask: torch.Tensor) -> torch.Tensor:
-    """Bool mask `[layer, neuron]` -> ascending flat ids `[n]` (long)."""
-    assert mask.dim() == 2, f"mask must be [layer, neuron], got {tuple(mask.shape)}"
-    return torch.nonzero(mask.reshape(-1).bool()).reshape(-1)
-
-
-def ids_to_mask(ids: Iterable[int] | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Flat ids -> bool mask of `shape = (n_layers, n_inner)`."""
-    mask = torch.zeros(shape[0] * shape[1], dtype=torch.bool)
-    mask[torch.as_tensor(list(ids) if not torch.is_tensor(ids) else ids, dtype=torch.long)] = True
-    return mask.reshape(shape)
-
-
-def to_layer_dict(mask: torch.Tensor) -> dict[int, list[int]]:
-    """Bool mask `[layer, neuron]` -> {layer: [indices]} for the non-empty layers
-    (the form `hooks.silence` / `hooks.excite` take)."""
-    return {l: row.nonzero().reshape(-1).tolist() for l, row in enumerate(mask.bool()) if row.any()}
-
-
-# ---------------------------------------------------------------- rankings
-
-def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Flat ids of the k highest scores, descending; ties -> smaller flat id first."""
-    return torch.argsort(-scores.reshape(-1), stable=True)[:k]
-
-
-def bottom_k(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Flat ids of the k lowest (most negative) scores, ascending; ties -> smaller flat id first."""
-    return torch.argsort(scores.reshape(-1), stable=True)[:k]
+from ..neurons import bottom_k, ids_to_mask, top_k
 
 
 # ---------------------------------------------------------------- NeuronLLM ACE

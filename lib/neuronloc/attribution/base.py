@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from ..models import LM
+from ..neurons import bottom_k, top_k
 
 
 @dataclass
@@ -38,9 +39,9 @@ class NeuronScores:
         return self.scores.shape[1]
 
     def top(self, k: int, largest: bool = True) -> torch.Tensor:
-        """Flat ids (layer * n_inner + index) of the k highest (or lowest) scores."""
-        flat = torch.nan_to_num(self.scores.flatten(), nan=float("-inf") if largest else float("inf"))
-        return torch.topk(flat, k, largest=largest).indices
+        """Flat ids (layer * n_inner + index) of the k highest (or lowest) scores;
+        ties go to the smaller flat id, NaN (skipped layers) ranks last."""
+        return top_k(self.scores, k) if largest else bottom_k(self.scores, k)
 
 
 # ----------------------------------------------------------------------- registry

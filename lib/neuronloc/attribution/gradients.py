@@ -13,6 +13,7 @@ import torch
 from ..engine import Layout, Query, forward_rows, make_query, prefix_cache, resolve_layers
 from ..hooks import capture
 from ..models import LM
+from ..sites import final_norm
 from ..targets import SHIFT_INVARIANT, get_target
 from .base import NeuronScores, register
 
@@ -124,29 +125,23 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
     answer position: LPI = log p(y | r + a_i v_i) - log p(y | r), where r is the
     residual stream entering layer l's FFN (after attention; the FFN's own output
     excluded) and p(. | x) = softmax(lm_head(final_norm(x))) reads a residual
-    vector directly (logit lens). Defined for the gated decoder families (ffn.mid).
+    vector directly (logit lens). Defined where the family has site resid.mid and a
+    linear FFN output projection (LLaMA, Mistral, Qwen, Gemma 1, Phi-3).
     """
-    site_ = lm.site(site)
-    model = lm.model
-    if site_.module_path != "mlp.down_proj" or site_.kind != "input":
-        raise ValueError(f"lpi is defined for the ffn.mid site of gated decoder families, not {site_.family}/{site}")
-    inner = model.get_submodule(site_.layers_path.rsplit(".", 1)[0]) if "." in site_.layers_path else model
-    norm, head = inner.norm, model.get_output_embeddings()
+    site_, model = lm.site(site), lm.model
+    down = site_.module(model, 0)
+    if site_.name != "ffn.mid" or not isinstance(down, torch.nn.Linear) or "resid.mid" not in lm.family.sites:
+        raise ValueError(f"lpi needs site ffn.mid entering a linear FFN output projection and site resid.mid "
+                         f"(the residual stream entering the FFN, see neuronloc.sites): {site_.family}/{site} has not; "
+                         f"use it on a LLaMA-like or Phi-3 model")
+    norm, head = final_norm(model), model.get_output_embeddings()
     query = make_query(lm, question, chat=chat)
     y = int(query.answer_tokens[0])
     layers = resolve_layers(site_.n_layers, layers)
-    resid = {}
-    hooks = []
-    for l in layers:
-        block = model.get_submodule(f"{site_.layers_path}.{l}")
-        hooks.append(block.post_attention_layernorm.register_forward_pre_hook(
-            lambda m, args, l=l: resid.__setitem__(l, args[0][0, query.position].float())))
-    try:
-        with capture(model, site_, layers, positions=[query.position]) as cap:
-            model(input_ids=query.prompt[None].to(lm.device))
-    finally:
-        for h in hooks:
-            h.remove()
+    at = [query.position]
+    with capture(model, site_, layers, positions=at) as cap, capture(model, lm.site("resid.mid"), layers, positions=at) as mid:
+        model(input_ids=query.prompt[None].to(lm.device))
+    resid = {l: mid.acts[l][0, 0].float() for l in layers}
 
     def logp(x):  # [n, d] residual vectors -> log p(y)
         logits = head(norm(x.to(lm.dtype))).float()

@@ -15,14 +15,13 @@ Two paths give the same numbers:
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 
 from ..engine import (Layout, Query, auto_batch_size, cached_rows, crop_cache, forward_rows, logits_from,
                       make_query, prefix_cache, resolve_layers)
 from ..hooks import neuron_hooks
 from ..models import LM
+from ..sites import resolve_site
 from ..targets import SHIFT_INVARIANT, get_target
 from .base import NeuronScores, register
 
@@ -90,28 +89,9 @@ def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, c
     return sums, bases
 
 
-@contextmanager
-def _layer_input_hooks(model, site, fns: dict):
-    """Decoder-layer pre-hooks: fns[layer](hidden `[batch, seq, d]`) may return a
-    replacement for that layer's input hidden states. Always removed on exit."""
-    handles = []
-
-    def wrap(fn):
-        def pre(module, args, kwargs):
-            h = fn(args[0] if args else kwargs["hidden_states"])
-            if h is None:
-                return None
-            return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
-        return pre
-
-    try:
-        for layer, fn in fns.items():
-            block = model.get_submodule(f"{site.layers_path}.{layer}")
-            handles.append(block.register_forward_pre_hook(wrap(fn), with_kwargs=True))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+def resid_pre(model):
+    """The decoder-layer inputs, where rows restart (`neuron_hooks` lets them add batch rows)."""
+    return resolve_site(model, "resid.pre")
 
 
 def _restart_rows(model, site, restart: dict):
@@ -123,7 +103,7 @@ def _restart_rows(model, site, restart: dict):
             return new if replace else torch.cat([h, new])
         return fn
 
-    return _layer_input_hooks(model, site, {l: make(*spec) for l, spec in restart.items()})
+    return neuron_hooks(model, resid_pre(model), {l: make(*spec) for l, spec in restart.items()})
 
 
 @torch.no_grad()
@@ -133,7 +113,7 @@ def layer_inputs(lm: LM, site, layout: Layout, cache) -> dict:
     seen = {}
     record = {layer: (lambda h, layer=layer: seen.__setitem__(layer, h.detach())) for layer in range(site.n_layers)}
     ids = layout.input_ids(1).to(lm.device)
-    with _layer_input_hooks(lm.model, site, record), cached_rows(lm, cache, len(ids), ids.shape[1]) as past:
+    with neuron_hooks(lm.model, resid_pre(lm.model), record), cached_rows(lm, cache, len(ids), ids.shape[1]) as past:
         lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None, **logits_from(lm.model, 1))
     return seen
 

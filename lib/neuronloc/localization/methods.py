@@ -22,8 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..attribution import attribute
-from ..attribution.aggregate import ace, bottom_k, kn_select, scale_z, sigma_mask, top_k
+from ..attribution.aggregate import ace, kn_select, scale_z, sigma_mask
 from ..models import LM
+from ..neurons import bottom_k, top_k
 from ..store import Store, key
 from ..tasks.core import MCQuestion
 
