@@ -104,3 +104,8 @@ def test_rounded_keeps_two_significant_digits():
     assert report.rounded(pd.Series([0.9821, 0.0163])).tolist() == [0.98, 0.016]
     assert report.rounded(np.array([0.5551, 1234.5])).tolist() == [0.56, 1200.0]
     assert report.rounded(np.float32(0.6061)) == 0.61
+
+
+def test_make_report_runs_the_module():
+    makefile = (report.ROOT / "Makefile").read_text()
+    assert re.search(r"^report: setup\n\t\$\(PY\) -m neuronloc\.report --model \"\$\(MODEL\)\" --scale \$\(SCALE\)", makefile, re.M)
