@@ -1,7 +1,8 @@
-# neuronloc: make setup | data | reproduce | test | bench | update-notebooks | clean
+# neuronloc: make setup | data | reproduce | report | test | bench | update-notebooks | clean
 #   make reproduce                          all notebooks, embedded model, SCALE=default
 #   make reproduce MODEL=meta-llama/Llama-2-7b-hf SCALE=paper     (on a GPU)
 #   make reproduce SCALE=smoke ONLY=00      one notebook, CI-sized
+#   make report                             results/<model-slug>/REPORT.md from the notebooks' claims.json
 MODEL ?= smollm2-135m
 SCALE ?= default
 SEED ?= 0
@@ -13,7 +14,7 @@ TORCH = torch==2.13.0
 NBVAL = --nbval --nbval-current-env --nbval-sanitize-with scripts/nbval_sanitize.cfg
 SETUP_STAMP = .venv/.neuronloc-setup
 
-.PHONY: setup data reproduce test bench update-notebooks clean distclean
+.PHONY: setup data reproduce report test bench update-notebooks clean distclean
 
 setup: $(SETUP_STAMP)
 
@@ -33,6 +34,11 @@ data: setup
 # Executed copies: results/<model-slug>/<notebook>/ (results/smoke/... for SCALE=smoke).
 reproduce: setup data
 	$(PY) scripts/run_notebooks.py --model "$(MODEL)" --scale $(SCALE) --seed $(SEED) $(if $(ONLY),--only $(ONLY))
+
+# results/<model-slug>/REPORT.md (results/smoke/... for SCALE=smoke): every claim of the three
+# papers, paper value vs ours, from the claims.json of each notebook and timings.json.
+report: setup
+	$(PY) -m neuronloc.report --model "$(MODEL)" --scale $(SCALE)
 
 # Unit tests, then the committed notebooks re-executed and compared by nbval (SCALE=smoke).
 test: setup

@@ -1,0 +1,179 @@
+"""Scale presets: every count a notebook uses, in one place, per `SCALE`.
+
+    from neuronloc import scales
+    scale = scales.get(SCALE)                 # "smoke", "default" or "paper"
+    scale.neuronllm.n_eval, scale.neg.n_prompts, scale.z(site.n_neurons)
+
+`PAPER` holds the papers' counts (each field says where they come from), `DEFAULT` the
+reduced counts of the embedded model on 2 CPU cores (all notebooks <= 3 h), `SMOKE` the
+CI-sized ones (`make test`: minutes). Counts are frozen dataclasses; a notebook that needs a
+variant makes one with `dataclasses.replace` and records it. Counts of examples are upper
+bounds: a loader with fewer examples gives what it has.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+PAPER_NEURONS = 352_256  # LLaMA 2-7B FFN neurons (32 x 11,008), the base of NeuronLLM's z and K
+
+
+@dataclass(frozen=True)
+class NeuronLLM:
+    """QATT, ACE, good/bad neurons, RAC/RCC (notebooks 01-02)."""
+
+    tasks: tuple[str, ...] = tuple(f"neuronllm/{t}" for t in ("ner", "chunking", "sentiment", "commonsense"))  # §4.1: the 4 QATT tasks (load_task names)
+    n_train: int = 5  # §4.1: identification examples per task (x 3 proxies = 15 QAs)
+    n_eval: int = 100  # §4.1, A.1: evaluation examples per task (x 3 proxies = 300 QAs)
+    n_proxies: int = 3  # §3.3: QATT proxies per example
+    ig_steps: int = 16  # §3.1 Eq. 1: m, alpha = k/m (rule "right")
+    z: int | float = 5000  # §3.4: per-example good/bad cut; int = count, float = share of the model's neurons
+    k: int | float = 100  # §4.4: good and bad neurons each, and the intervention budget; int or share as z
+    ratios: tuple[float, ...] = tuple(i / 10 for i in range(11))  # §4.4: good:bad share of the budget, 0-100 % step 10 %
+    budgets: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 500)  # App C.4 Tab 7: K grid (Commonsense)
+    n_layers: int | None = None  # None = every layer (§3.1 scores all FFN layers); N = only the last N (smoke)
+
+
+@dataclass(frozen=True)
+class CNL:
+    """Fidelity / reliability tests, decoupling, CNL masks, erase and enhance (notebooks 03-04)."""
+
+    ig_steps: int = 19  # §5.1 Eq. 7: S (S + 1 = 20 points, rule "linspace")
+    sigma: float = 6.0  # §5.1 Eq. 8: mask threshold
+    sigmas: tuple[float, ...] = (3.0, 6.0, 12.0)  # §5.4 Tab 3: erase at each sigma
+    n_localize: tuple[tuple[str, int], ...] = (  # §5.3: (load_examples name, examples) per data set, split into two halves
+        ("gsm8k", 1600), ("emotion", 2400), ("code", 1200), ("metamath", 700), ("imdb", 800))
+    data_sizes: tuple[int, ...] = (100, 200, 400, 800, 1600)  # App E Fig 6: overlap vs data size (sizes not given; GSM8K range)
+    max_answer_tokens: int | None = None  # Eq. 7 averages over every answer token; a cap bounds CPU cost
+    n_facts: int = 1000  # §3.1: facts in the fidelity test (COUNTERFACT)
+    n_paraphrases: int = 5  # §3.1: variants per fact (original + 4 GPT-4o rewrites)
+    top_layers: int = 3  # §3.1: causal tracing keeps the top k = 3 layers
+    n_reliability: int = 1000  # §3.2: zsRE facts (count not stated; the zsRE MEND 1k subset)
+    n_pairs: int = 1000  # §4.1: decoupling pairs "a+b" vs "Python for a+b"
+    epochs: tuple[int, ...] = (1, 5, 10)  # §5.4 Tab 2: fine-tuning epochs
+    lr: float = 1e-5  # §5.4: Adam learning rate
+    n_finetune: int | None = None  # §5.4: training examples per data set (None = the whole train split)
+    n_eval: int | None = None  # §5.4: evaluation examples per data set (None = the whole validation split)
+    n_random: int = 5  # §5.4 Tab 4: random samplings for IPP (number not stated)
+
+    @property
+    def localize(self) -> dict[str, int]:
+        """{data set: examples} of `n_localize`."""
+        return dict(self.n_localize)
+
+
+@dataclass(frozen=True)
+class NEG:
+    """Linearity, NEG, NeurGrad, skill-neuron probes on MCEval8K (notebooks 05-06)."""
+
+    shift_range: float = 10.0  # §2.1: activation shift delta in [-10, 10]
+    shift_step: float = 0.2  # §2.1: step 0.2 (101 shifts)
+    linear_range: float = 2.0  # §2.2: linearity measured on [-2, 2]
+    linear_r: float = 0.95  # §2.2: a neuron is linear if Pearson r >= 0.95
+    fig2_prompts: int = 10  # §2.1 Fig 2: prompts
+    fig2_neurons: int = 1000  # §2.1 Fig 2: random neurons per model
+    n_prompts: int = 1000  # §2.2 Tab 1, §3.2 Tab 2: prompts the model answers correctly (MyriadLAMA)
+    n_neurons: int = 100  # §2.2 Tab 1, §3.2 Tab 2: random neurons per prompt
+    top_k: tuple[int, ...] = (1, 4, 16)  # §3.3 Fig 3: top-K neurons shifted
+    attribution_shifts: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))  # §3.3: shift 0.1..1 step 0.1
+    multi_sizes: tuple[int, ...] = tuple(2 ** i for i in range(13))  # §4.2 Fig 5: N = 2^0..2^12 neurons
+    multi_range: float = 0.5  # §4.2: enhancement range [0, 0.5] ...
+    multi_step: float = 0.01  # §4.2: ... step 0.01
+    multi_ranges: tuple[float, ...] = (0.1, 1.0, 1.5, 2.0)  # App D Fig 14: wider ranges
+    mceval_tasks: tuple[str, ...] = tuple(f"mceval8k/{t}" for t in (  # §5.2, App F Tab 7: the 22 MCEval8K tasks
+        "postag", "chunking", "ner", "clang8", "agnews", "amazon-reviews", "imdb", "mnli", "paws", "swag",
+        "fever", "myriadlama", "commensenseqa", "templama", "halueval", "toxicity", "stereoset",
+        "lti", "mpostag", "mlama", "xnli", "amazon-review-multi"))
+    n_probe_train: int = 6000  # App F: train split per task (other LLMs, §5.4: 2^10)
+    n_probe_valid: int = 1000  # App F: validation split (picks the neuron-set size)
+    n_probe_test: int = 1000  # App F: test split
+    probe_sizes: tuple[int, ...] = tuple(2 ** i for i in range(14))  # §5.3: neuron-set sizes 2^0..2^13
+    few_shot: bool = True  # §5.4: zero- and few-shot (#demos = #options); False = zero-shot only
+    tree_max_log2: int = 12  # §6.4 fn 13: 2^N trees x depth 2^M, N + M < 12
+    window: int = 64  # §6.3: substitutability windows of the ranking (Fig 8 caption says 32)
+    robustness_neurons: int = 32  # §6.2, App J: skill neurons compared across 12 PAWS contexts
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One preset. `z` and `k` of NeuronLLM may be counts or shares of the model's neurons."""
+
+    name: str
+    neuronllm: NeuronLLM
+    cnl: CNL
+    neg: NEG
+    seeds: tuple[int, ...] = (0,)  # repetitions with different seeds (the papers report one run)
+    bootstrap: int = 1000  # resamples for confidence intervals (ours; the papers give none)
+    competence_n: int = 100  # questions per task to test the model's competence per read-out (issue 10 item 6)
+
+    def z(self, n_neurons: int) -> int:
+        """NeuronLLM's per-example cut z for a model with `n_neurons` FFN neurons."""
+        return _count(self.neuronllm.z, n_neurons)
+
+    def k(self, n_neurons: int) -> int:
+        """NeuronLLM's K (good and bad neurons each) for a model with `n_neurons` FFN neurons."""
+        return _count(self.neuronllm.k, n_neurons)
+
+    def layers(self, n_layers: int) -> list[int]:
+        """The layers NeuronLLM scores in a model with `n_layers` layers (all, or the last N)."""
+        keep = self.neuronllm.n_layers
+        return list(range(n_layers))[-keep:] if keep else list(range(n_layers))
+
+    def as_dict(self) -> dict:
+        """Every field, for the record a notebook writes next to its results."""
+        return asdict(self)
+
+
+def _count(value: int | float, n_neurons: int) -> int:
+    if isinstance(value, float):  # a share of the model's neurons
+        return max(1, round(value * n_neurons))
+    return min(value, n_neurons)
+
+
+PAPER = Scale("paper", NeuronLLM(), CNL(), NEG())
+
+# The embedded model on 2 CPU cores: the papers' protocols, fewer examples. z keeps the
+# paper's share of the neurons (5,000 / 352,256 = 1.42 %, 654 of SmolLM2's 46,080); K stays
+# 100 (0.22 % of 46,080) so the 10 % ratio steps are whole neurons.
+DEFAULT = Scale(
+    "default",
+    NeuronLLM(n_eval=50, z=5000 / PAPER_NEURONS, k=100),
+    # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers): ~45 min for these
+    CNL(n_localize=(("gsm8k", 32), ("emotion", 32), ("code", 32), ("metamath", 16), ("imdb", 16)),
+        data_sizes=(4, 8, 16, 32), max_answer_tokens=16, n_facts=100, n_reliability=200, n_pairs=100,
+        epochs=(1, 5), n_finetune=500, n_eval=200),
+    NEG(fig2_neurons=100, n_prompts=100, n_neurons=100,
+        mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
+        n_probe_train=1024, n_probe_valid=200, n_probe_test=200, probe_sizes=tuple(2 ** i for i in range(12))),
+    bootstrap=1000,
+)
+
+# CI: every code path once, minutes in all; the results mean nothing.
+SMOKE = Scale(
+    "smoke",
+    NeuronLLM(tasks=("neuronllm/sentiment", "neuronllm/commonsense"), n_train=1, n_eval=4, ig_steps=4, z=5000 / PAPER_NEURONS, k=20,
+              ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4),
+    CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
+        max_answer_tokens=8, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
+        n_finetune=8, n_eval=8, n_random=2),
+    NEG(shift_step=1.0, fig2_prompts=2, fig2_neurons=10, n_prompts=4, n_neurons=10, top_k=(1, 4),
+        attribution_shifts=(0.5, 1.0), multi_sizes=(1, 4, 16), multi_step=0.1, multi_ranges=(0.1, 1.0),
+        mceval_tasks=("mceval8k/paws", "mceval8k/agnews"), n_probe_train=32, n_probe_valid=16, n_probe_test=16,
+        probe_sizes=(1, 4, 16), few_shot=False, tree_max_log2=4, robustness_neurons=4),
+    bootstrap=100,
+    competence_n=24,
+)
+
+SCALES = {s.name: s for s in (SMOKE, DEFAULT, PAPER)}
+
+
+def get(name: str | Scale) -> Scale:
+    """The preset called `name` ("smoke", "default", "paper"); a Scale is returned as it is."""
+    if isinstance(name, Scale):
+        return name
+    try:
+        return SCALES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown SCALE {name!r}: use one of {', '.join(map(repr, SCALES))}") from None
+
+
+__all__ = ["Scale", "NeuronLLM", "CNL", "NEG", "SMOKE", "DEFAULT", "PAPER", "SCALES", "get"]

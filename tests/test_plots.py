@@ -1,0 +1,38 @@
+"""plots: one style, one function per figure, PNG + PDF written deterministically."""
+from __future__ import annotations
+
+import hashlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from neuronloc import plots
+
+
+def _figure():
+    return plots.top_neurons_per_layer({"IG": np.array([0, 1, 1600, 3 * 1536 + 5]), "NeurGrad": [2, 1537]},
+                                       n_layers=4, n_inner=1536)
+
+
+def test_top_neurons_per_layer_counts_per_layer():
+    plots.style()
+    fig = _figure()
+    lines = [line for line in fig.axes[0].get_lines() if len(line.get_xdata()) == 4]
+    counts = sorted(tuple(line.get_ydata().tolist()) for line in lines)
+    assert counts == [(1, 1, 0, 0), (2, 1, 0, 1)]
+    assert fig.axes[0].get_xlabel() == "layer"
+    plt.close(fig)
+
+
+def test_save_writes_png_and_pdf_deterministically(tmp_path):
+    plots.style()
+    digests = []
+    for run in ("a", "b"):
+        fig = _figure()
+        paths = plots.save(fig, "fig", tmp_path / run)
+        plt.close(fig)
+        assert [p.name for p in paths] == ["fig.png", "fig.pdf"]
+        assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
+        assert b"CreationDate" not in paths[1].read_bytes()
+        digests.append([hashlib.sha256(p.read_bytes()).hexdigest() for p in paths])
+    assert digests[0] == digests[1]
