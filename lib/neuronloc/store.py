@@ -56,6 +56,18 @@ def tensor_digest(t: torch.Tensor) -> str:
 _FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
 
 
+# where a model was loaded from, not what it is: the same weights from a GGUF or from its load cache must match
+_LOCATION_FIELDS = ("_name_or_path", "quantization_config", "transformers_version")
+
+
+def _config_json(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    if config is None:
+        return type(model).__name__
+    fields = {k: v for k, v in config.to_dict().items() if k not in _LOCATION_FIELDS}
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """sha256 of the model's config and every parameter and buffer (name, dtype, shape,
     bytes). Memoised until a weight is modified in place or replaced (tensor version
@@ -65,8 +77,7 @@ def model_fingerprint(model: nn.Module) -> str:
     hit = _FINGERPRINTS.get(model)
     if hit is not None and hit[0] == state:
         return hit[1]
-    config = getattr(model, "config", None)
-    h = hashlib.sha256(config.to_json_string(use_diff=False).encode() if config is not None else type(model).__name__.encode())
+    h = hashlib.sha256(_config_json(model).encode())
     with ThreadPoolExecutor() as pool:  # hashlib releases the GIL: one thread per tensor
         for name, digest in zip([n for n, _ in tensors], pool.map(tensor_digest, [t for _, t in tensors])):
             h.update(f"{name}:{digest};".encode())
