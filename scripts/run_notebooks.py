@@ -78,6 +78,10 @@ def select(only: list[str]) -> list[Path]:
     import nbformat
 
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    unknown = [prefix for prefix in only if not any(p.name.startswith(prefix) for p in paths)]
+    if unknown:  # running the others silently would look like a complete run
+        usage_error(f"--only {' '.join(unknown)}: no notebook starts with {', '.join(map(repr, unknown))}; "
+                    f"notebooks: {', '.join(p.name for p in paths) or 'none'}")
     if only:
         paths = [p for p in paths if any(p.name.startswith(prefix) for prefix in only)]
     if not paths:
