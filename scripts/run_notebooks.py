@@ -108,12 +108,10 @@ def kernel_name(requested: str | None) -> str:
 
 
 def write_json(path: Path, data) -> None:
-    """Atomic write, so an interrupted run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(f.name, path)
+    """Atomic write with the umask's mode, so an interrupted run never leaves half a file."""
+    from neuronloc.store import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def environment() -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
 import pytest
@@ -88,3 +89,11 @@ def test_cache_root(monkeypatch, tmp_path):
     assert loadcache.cache_root() == tmp_path / "neuronloc"
     monkeypatch.setenv("NEURONLOC_CACHE", str(tmp_path / "mine"))
     assert loadcache.cache_root() == tmp_path / "mine"
+
+
+def test_stale_temp_folders_are_removed(tmp_path):
+    old, fresh = tmp_path / ".abc-float32.x1.tmp", tmp_path / ".abc-float32.x2.tmp"
+    old.mkdir(), fresh.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    loadcache._remove_stale(tmp_path)
+    assert not old.exists() and fresh.exists()  # a fresh one may belong to a writer at work

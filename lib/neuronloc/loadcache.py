@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -98,6 +99,7 @@ def save(digest: str, dtype: torch.dtype, model, tokenizer) -> None:
     """Store (model, tokenizer) as the entry for (digest, dtype), atomically. A failure
     (disk full, read-only cache) is a warning: the model is loaded all the same."""
     folder = entry(digest, dtype)
+    _remove_stale(folder.parent)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
@@ -110,6 +112,7 @@ def save(digest: str, dtype: torch.dtype, model, tokenizer) -> None:
         files = {p.name: p.stat().st_size for p in tmp.iterdir()}
         write_atomic(tmp / MANIFEST, json.dumps({"gguf_sha256": digest, "dtype": str(dtype), "files": files}, indent=1))
         for p in tmp.iterdir():
+            _sync(p)
             os.chmod(p, file_mode())
         os.chmod(tmp, file_mode() | 0o111)  # mkdtemp makes 0700 folders: follow the umask
         os.rename(tmp, folder)  # fails when another process got there first: keep theirs
@@ -136,6 +139,20 @@ def _save_model(model, folder: Path) -> None:
             seen.add(t.data_ptr())
             tensors[name] = t.detach().contiguous().cpu()
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _sync(path: Path) -> None:
+    """Data on disk before the rename publishes it (else a power cut could leave a renamed, empty file)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _remove_stale(parent: Path, age: float = 3600.0) -> None:
+    """Temp and trash folders (hundreds of MB each) that a killed writer left behind."""
+    for stale in [*parent.glob(".*.tmp"), *parent.glob(".*.trash")]:
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > age:
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def _remove(folder: Path) -> None:
