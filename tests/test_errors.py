@@ -174,13 +174,17 @@ def test_cli_checks_before_the_load(capsys, tmp_path, no_load, extra, fragments)
 
 
 @pytest.mark.parametrize("how", ["file in the way", "read-only folder"])
-def test_cli_unwritable_out_before_the_load(capsys, tmp_path, no_load, how):
+def test_cli_unwritable_out_before_the_load(capsys, tmp_path, monkeypatch, no_load, how):
     if how == "file in the way":
         (tmp_path / "taken").write_text("keep me")
         out, fragment = tmp_path / "taken" / "results", "is a file, not a folder"
     else:
-        if os.geteuid() == 0:
-            pytest.skip("root writes into read-only folders")
+        if os.geteuid() == 0:  # root writes into read-only folders: fail the probe as it fails for a user
+            import tempfile
+
+            def denied(*args, **kwargs):
+                raise PermissionError(13, "Permission denied")
+            monkeypatch.setattr(tempfile, "TemporaryFile", denied)
         (tmp_path / "ro").mkdir()
         (tmp_path / "ro").chmod(stat.S_IRUSR | stat.S_IXUSR)
         out, fragment = tmp_path / "ro" / "results", "is not writable"
@@ -244,6 +248,12 @@ def test_cli_ctrl_c_is_one_line(capsys, tmp_path, tiny_cli, monkeypatch):
 def test_bad_question(kwargs, fragment):
     with pytest.raises(TaskError, match=re.escape(fragment)):
         MCQuestion(stem="Is it?", **kwargs)
+
+
+def test_numpy_int_answer_is_an_int():
+    import numpy as np
+    q = MCQuestion(stem="Is it?", options=("yes", "no"), answer=np.int64(1))
+    assert q.answer == 1 and type(q.answer) is int
 
 
 @pytest.mark.parametrize("answer", ["", "   ", None])
