@@ -49,7 +49,7 @@ def test_warm_load_is_identical(loads):
     assert seconds < 15, f"warm load took {seconds:.1f} s"  # ~1 s idle; generous for a loaded CI machine
 
 
-@pytest.mark.parametrize("damage", ["truncate", "no manifest"])
+@pytest.mark.parametrize("damage", ["truncate", "no manifest", "other transformers"])
 def test_damaged_entry_is_rebuilt(loads, monkeypatch, caplog, damage):
     _, warm, _, root = loads
     monkeypatch.setenv("NEURONLOC_CACHE", str(root))
@@ -60,8 +60,11 @@ def test_damaged_entry_is_rebuilt(loads, monkeypatch, caplog, damage):
     if damage == "truncate":
         with open(weights, "r+b") as f:
             f.truncate(weights.stat().st_size // 2)
-    else:
+    elif damage == "no manifest":
         (folder / loadcache.MANIFEST).unlink()
+    else:
+        manifest = json.loads((folder / loadcache.MANIFEST).read_text())
+        (folder / loadcache.MANIFEST).write_text(json.dumps({**manifest, "transformers": "4.0.0"}))
     with caplog.at_level(logging.WARNING, logger="neuronloc.loadcache"):
         assert loadcache.load(digest, torch.float32, lambda f: pytest.fail("read a damaged entry")) is None
     assert "corrupt" in caplog.text and not folder.exists()

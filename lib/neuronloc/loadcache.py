@@ -12,8 +12,8 @@ Where: $NEURONLOC_CACHE, else $XDG_CACHE_HOME/neuronloc, else ~/.cache/neuronloc
 An entry is written into a temp folder and renamed into place, its manifest
 (neuronloc.json: every file and its size) written last, so a crash or a concurrent
 writer never leaves a torn entry (the first rename wins, the other copy is dropped).
-An entry whose manifest is missing or whose files differ from it is corrupt: a
-warning is logged and it is rebuilt. A bit flip inside the weights is not detected
+An entry whose manifest is missing or whose files differ from it is corrupt, one made
+by another transformers version is stale: a warning is logged and it is rebuilt. A bit flip inside the weights is not detected
 (hashing them would double the load time): delete the folder to rebuild it.
 """
 from __future__ import annotations
@@ -69,28 +69,34 @@ def entry(digest: str, dtype: torch.dtype) -> Path:
     return cache_root() / "gguf" / f"{digest}-{str(dtype).removeprefix('torch.')}"
 
 
-def _intact(folder: Path) -> bool:
-    """Every file the manifest lists is there with its size."""
+def _fault(folder: Path) -> str | None:
+    """Why an entry cannot be used (None: every file the manifest lists is there with its size,
+    and the transformers that de-quantised it is the one running: a new one may convert differently)."""
+    import transformers
+
     try:
-        files = json.loads((folder / MANIFEST).read_text())["files"]
-        return bool(files) and all((folder / name).stat().st_size == size for name, size in files.items())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if manifest["transformers"] != transformers.__version__:
+            return f"made by transformers {manifest['transformers']}, this is {transformers.__version__}"
+        if not manifest["files"] or any((folder / name).stat().st_size != size for name, size in manifest["files"].items()):
+            return "a file has the wrong size"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"a file is missing or unreadable: {type(err).__name__}"
+    return None
 
 
 def load(digest: str, dtype: torch.dtype, read: Callable[[Path], tuple]):
-    """read(entry folder) -> (model, tokenizer) when a sound entry exists, else None (a corrupt one is removed)."""
+    """read(entry folder) -> (model, tokenizer) when a sound entry exists, else None (a faulty one is removed)."""
     folder = entry(digest, dtype)
     if not folder.is_dir():
         return None
-    if _intact(folder):
+    reason = _fault(folder)
+    if reason is None:
         try:
             return read(folder)
         except (OSError, ValueError, RuntimeError) as err:
             reason = f"{type(err).__name__}: {str(err)[:200]}"
-    else:
-        reason = "a file is missing or has the wrong size"
-    log.warning("model load cache %s is corrupt (%s): rebuilding it from the GGUF file", folder, reason)
+    log.warning("model load cache %s is corrupt or stale (%s): rebuilding it from the GGUF file", folder, reason)
     _remove(folder)
     return None
 
@@ -110,7 +116,10 @@ def save(digest: str, dtype: torch.dtype, model, tokenizer) -> None:
         _save_model(model, tmp)
         tokenizer.save_pretrained(tmp)
         files = {p.name: p.stat().st_size for p in tmp.iterdir()}
-        write_atomic(tmp / MANIFEST, json.dumps({"gguf_sha256": digest, "dtype": str(dtype), "files": files}, indent=1))
+        import transformers
+
+        manifest = {"gguf_sha256": digest, "dtype": str(dtype), "transformers": transformers.__version__, "files": files}
+        write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1))
         for p in tmp.iterdir():
             _sync(p)
             os.chmod(p, file_mode())
