@@ -10,11 +10,12 @@ Where: $NEURONLOC_CACHE, else $XDG_CACHE_HOME/neuronloc, else ~/.cache/neuronloc
   gguf/<sha256 of the GGUF>-<dtype>/   one entry (e.g. ...-float32)
   sha256/<hash of path, size, mtime>   the GGUF's sha256, so a file is hashed once
 An entry is written into a temp folder and renamed into place, its manifest
-(neuronloc.json: every file and its size) written last, so a crash or a concurrent
+(neuronloc.json: every file and its size, the transformers version) written last, so a crash or a concurrent
 writer never leaves a torn entry (the first rename wins, the other copy is dropped).
 An entry whose manifest is missing or whose files differ from it is corrupt, one made
-by another transformers version is stale: a warning is logged and it is rebuilt. A bit flip inside the weights is not detected
-(hashing them would double the load time): delete the folder to rebuild it.
+by another transformers version is stale: a warning is logged and it is rebuilt. A bit
+flip inside the weights is not detected (hashing them would double the load time):
+delete the folder to rebuild it.
 """
 from __future__ import annotations
 
