@@ -166,6 +166,7 @@ BASE = ["attribute", "--task", "neuronllm/sentiment", "--n", "1", "--method", "a
     (["--task", "gsm8k"], ["gsm8k is free-form data, which only --method cnl takes"]),
     (["--device", "cuda:99"], ["device 'cuda:99' is not available"]),
     (["--device", "banana"], ["unknown device 'banana'"]),
+    (["--task", "../../x"], ["unknown task '../../x'"]),
     (["--model", "./no/such/model"], ["model path './no/such/model' does not exist"]),
     (["--model", "/no/such/model.gguf"], ["GGUF file not found: /no/such/model.gguf does not exist"]),
 ])

@@ -84,7 +84,7 @@ def _check(args) -> Path:
     import math
 
     from .models import check_device, check_model_name
-    from .tasks.loaders import EXAMPLE_LOADERS, LOADERS
+    from .tasks.loaders import EXAMPLE_LOADERS, LOADERS, load_examples, load_task
 
     for name in ("n", "proxies", "k", "z", "steps"):
         value = getattr(args, name)
@@ -92,6 +92,8 @@ def _check(args) -> Path:
             raise ValueError(f"--{name} must be at least 1, got {value}")
     if not (math.isfinite(args.sigma) and args.sigma > 0):
         raise ValueError(f"--sigma must be a positive number, got {args.sigma}")
+    if args.task not in LOADERS and args.task not in EXAMPLE_LOADERS:  # raises "unknown task ...; did you mean ..."
+        (load_examples if args.method == "cnl" else load_task)(args.task)
     if args.method == "cnl" and args.task in LOADERS:
         raise ValueError(f"--method cnl needs free-form data (e.g. gsm8k, emotion, lre/<relation>; see `neuronloc tasks`), "
                          f"and {args.task} is a multiple-choice task")
