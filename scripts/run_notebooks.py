@@ -78,6 +78,10 @@ def select(only: list[str]) -> list[Path]:
     import nbformat
 
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    unknown = [prefix for prefix in only if not any(p.name.startswith(prefix) for p in paths)]
+    if unknown:  # running the others silently would look like a complete run
+        usage_error(f"--only {' '.join(unknown)}: no notebook starts with {', '.join(map(repr, unknown))}; "
+                    f"notebooks: {', '.join(p.name for p in paths) or 'none'}")
     if only:
         paths = [p for p in paths if any(p.name.startswith(prefix) for prefix in only)]
     if not paths:
@@ -104,12 +108,10 @@ def kernel_name(requested: str | None) -> str:
 
 
 def write_json(path: Path, data) -> None:
-    """Atomic write, so an interrupted run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(f.name, path)
+    """Atomic write with the umask's mode, so an interrupted run never leaves half a file."""
+    from neuronloc.store import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def environment() -> dict:

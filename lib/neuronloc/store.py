@@ -8,10 +8,12 @@ the config and of every weight), paths and functions (by name). The package
 version is always added, as the code version; pass a `version=` part to invalidate
 one method's entries when its code changes.
 
-A file is b"NLC1" + sha256(payload) + payload, payload = torch.save(obj). Writes go
-to a temp file in the same folder and are renamed into place (atomic); a file whose
-checksum does not match (truncated, flipped bytes) is a miss: a warning is logged,
-the file is deleted and the result recomputed.
+A file is b"NLC2" + sha256(key + payload) + key + payload, payload = torch.save(obj),
+key = the 64 hex characters it is stored under. Writes go to a temp file in the same
+folder and are renamed into place (atomic), with the user's umask for its mode. A file
+whose checksum does not match (truncated, flipped bytes, an older format) or that holds
+another key's result (a file copied over another) is a miss: a warning is logged and
+the result recomputed.
 """
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"NLC1"
-_HEADER = len(MAGIC) + 32  # magic + raw sha256 digest
+MAGIC = b"NLC2"
+_KEY = 64  # hex sha256
+_HEADER = len(MAGIC) + 32 + _KEY  # magic + raw sha256 digest + the key
 
 
 # ---------------------------------------------------------------- keys
@@ -53,6 +56,18 @@ def tensor_digest(t: torch.Tensor) -> str:
 _FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
 
 
+# where a model was loaded from, not what it is: the same weights from a GGUF or from its load cache must match
+_LOCATION_FIELDS = ("_name_or_path", "quantization_config", "transformers_version")
+
+
+def _config_json(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    if config is None:
+        return type(model).__name__
+    fields = {k: v for k, v in config.to_dict().items() if k not in _LOCATION_FIELDS}
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """sha256 of the model's config and every parameter and buffer (name, dtype, shape,
     bytes). Memoised until a weight is modified in place or replaced (tensor version
@@ -62,8 +77,7 @@ def model_fingerprint(model: nn.Module) -> str:
     hit = _FINGERPRINTS.get(model)
     if hit is not None and hit[0] == state:
         return hit[1]
-    config = getattr(model, "config", None)
-    h = hashlib.sha256(config.to_json_string(use_diff=False).encode() if config is not None else type(model).__name__.encode())
+    h = hashlib.sha256(_config_json(model).encode())
     with ThreadPoolExecutor() as pool:  # hashlib releases the GIL: one thread per tensor
         for name, digest in zip([n for n, _ in tensors], pool.map(tensor_digest, [t for _, t in tensors])):
             h.update(f"{name}:{digest};".encode())
@@ -116,6 +130,38 @@ def key(**parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# ---------------------------------------------------------------- files
+
+def file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give: 0o666 less the user's umask
+    (tempfile.mkstemp makes 0600 files, which other users of a shared results folder cannot read)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Any], None] | bytes | str) -> Path:
+    """Write a file atomically: `write(f)` (or the given bytes / text) into a temp file in
+    the same folder, fsync, chmod to the umask's mode, os.replace. A crash leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(write):
+                write(f)
+            else:
+                f.write(write.encode() if isinstance(write, str) else write)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 # ---------------------------------------------------------------- store
 
 class _HashingWriter:
@@ -147,37 +193,38 @@ class Store:
         return self.root / f"{key}.pt"
 
     def get(self, key: str, default=None):
-        """The stored object, or `default` on a miss (absent or corrupt file)."""
+        """The stored object, or `default` on a miss (absent, corrupt, or another key's file)."""
         path = self.path(key)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return default
-        payload = data[_HEADER:]
-        if data[:len(MAGIC)] != MAGIC or hashlib.sha256(payload).digest() != data[len(MAGIC):_HEADER]:
-            log.warning("cache file %s is corrupt (checksum mismatch): deleting it, the result will be recomputed", path)
+        digest, body = data[len(MAGIC):len(MAGIC) + 32], data[len(MAGIC) + 32:]
+        if data[:len(MAGIC)] != MAGIC or hashlib.sha256(body).digest() != digest:
+            log.warning("cache file %s is corrupt or of an older format (checksum mismatch): deleting it, the result will be recomputed", path)
             path.unlink(missing_ok=True)
             return default
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)  # our own checksummed files
+        stored = body[:_KEY].decode("ascii", "replace")
+        if stored != key:
+            log.warning("cache file %s holds the result of another key (%s...; copied or renamed?): "
+                        "ignoring it, the result will be recomputed", path, stored[:12])
+            return default
+        return torch.load(io.BytesIO(data[_HEADER:]), map_location="cpu", weights_only=False)  # our own checksummed files
 
     def put(self, key: str, obj) -> Path:
         """Write `obj` atomically (temp file in the same folder, then os.replace)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC + bytes(32))
-                writer = _HashingWriter(f)
-                torch.save(obj, writer)
-                f.seek(len(MAGIC))
-                f.write(writer.sha.digest())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return self.path(key)
+        if len(key) != _KEY:
+            raise ValueError(f"a cache key is 64 hex characters (store.key(...)), got {key!r}")
+
+        def write(f):
+            f.write(MAGIC + bytes(32))
+            writer = _HashingWriter(f)
+            writer.write(key.encode("ascii"))
+            torch.save(obj, writer)
+            f.seek(len(MAGIC))
+            f.write(writer.sha.digest())
+
+        return write_atomic(self.path(key), write)
 
     def cached(self, key: str, fn: Callable[[], Any]):
         """`get(key)`, or on a miss `fn()` stored under `key` and returned."""

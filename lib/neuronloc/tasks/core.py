@@ -66,6 +66,12 @@ class MCQuestion:
             raise TaskError(f"question {self.uid or self.stem[:40]!r}: needs at least 2 options, got {len(self.options)}")
         if len(self.labels) != len(self.options):
             raise TaskError(f"question {self.uid or self.stem[:40]!r}: {len(self.labels)} labels for {len(self.options)} options")
+        if len(set(self.options)) < len(self.options):
+            twice = sorted({o for o in self.options if self.options.count(o) > 1})
+            raise TaskError(f"question {self.uid or self.stem[:40]!r}: duplicate options {twice}; every option must differ")
+        if isinstance(self.answer, bool) or not hasattr(self.answer, "__index__"):  # True would silently mean option 1
+            raise TaskError(f"question {self.uid or self.stem[:40]!r}: answer must be an int option index, got {self.answer!r}")
+        object.__setattr__(self, "answer", self.answer.__index__())  # a numpy int becomes an int
         if not 0 <= self.answer < len(self.options):
             raise TaskError(f"question {self.uid or self.stem[:40]!r}: answer index {self.answer} out of range for {len(self.options)} options")
 

@@ -52,6 +52,10 @@ class Example:
     uid: str
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self):
+        if not isinstance(self.answer, str) or not self.answer.strip():  # "" would score a lone space token
+            raise TaskError(f"example {self.uid or self.prompt[:40]!r}: the answer must be non-empty text, got {self.answer!r}")
+
 
 # --------------------------------------------------------------------------- shared machinery
 
@@ -74,8 +78,8 @@ def _holdout(count: int, name: str) -> tuple[list[int], list[int]]:
 def _build(name, split, file, records, indices, make, seed, n, tags):
     """Questions from `records[i]`, i in a seeded order, until n are made.
 
-    make(record, rng) -> MCQuestion or None (record unusable: counted as skipped);
-    questions with duplicate options are skipped too (a few MCEval8K CSQA/MyriadLAMA rows).
+    make(record, rng) -> MCQuestion or None (record unusable, e.g. duplicate options in a few
+    MCEval8K CSQA/MyriadLAMA rows: counted as skipped).
     A record that breaks `make` is a DataError naming the file and the record.
     """
     order = list(indices)
@@ -89,7 +93,7 @@ def _build(name, split, file, records, indices, make, seed, n, tags):
             q = make(records[i], random.Random(f"{seed}/{uid}"))  # per-record rng: independent of n
         except (KeyError, IndexError, TypeError, ValueError) as err:
             raise DataError(f"{file}: record {i}: {_what(err)}") from None
-        if q is None or len(set(q.options)) < len(q.options):
+        if q is None:
             skipped += 1
             continue
         questions.append(replace(q, uid=uid, meta={"task": name, "split": split, "record": i, **tags, **q.meta}))
@@ -132,9 +136,12 @@ def _index(value, allowed: tuple) -> int:
     return list(allowed).index(value)
 
 
-def _q(stem, options, answer, instruction, style="mc", **meta) -> MCQuestion:
+def _q(stem, options, answer, instruction, style="mc", **meta) -> MCQuestion | None:
+    """A question from a record's options, or None (skipped) when two options are the same text."""
     if isinstance(answer, bool) or answer != int(answer):
         raise ValueError(f"label {answer!r} is not an option index")
+    if len(set(map(str, options))) < len(options):
+        return None
     return MCQuestion(stem=stem, options=tuple(str(o) for o in options), answer=int(answer),
                       instruction=instruction, style=style, meta=meta)
 
