@@ -92,12 +92,13 @@ def _check(args) -> Path:
             raise ValueError(f"--{name} must be at least 1, got {value}")
     if not (math.isfinite(args.sigma) and args.sigma > 0):
         raise ValueError(f"--sigma must be a positive number, got {args.sigma}")
+    free_form = METHODS[args.method].free_form
     if args.task not in LOADERS and args.task not in EXAMPLE_LOADERS:  # raises "unknown task ...; did you mean ..."
-        (load_examples if args.method == "cnl" else load_task)(args.task)
-    if args.method == "cnl" and args.task in LOADERS:
-        raise ValueError(f"--method cnl needs free-form data (e.g. gsm8k, emotion, lre/<relation>; see `neuronloc tasks`), "
+        (load_examples if free_form else load_task)(args.task)
+    if free_form and args.task in LOADERS:
+        raise ValueError(f"--method {args.method} needs free-form data (e.g. gsm8k, emotion, lre/<relation>; see `neuronloc tasks`), "
                          f"and {args.task} is a multiple-choice task")
-    if args.method != "cnl" and args.task in EXAMPLE_LOADERS:
+    if not free_form and args.task in EXAMPLE_LOADERS:
         raise ValueError(f"{args.task} is free-form data, which only --method cnl takes; --method {args.method} "
                          f"needs a multiple-choice task (see `neuronloc tasks`)")
     check_device(args.device)
@@ -129,7 +130,7 @@ def _attribute(args) -> None:
     from .tasks.loaders import load_examples, load_task
 
     out = _check(args)
-    if args.method == "cnl":  # data first: a missing file fails before the slow model load
+    if METHODS[args.method].free_form:  # data first: a missing file fails before the slow model load
         questions = load_examples(args.task, split=args.split, n=args.n, seed=args.seed)
     else:
         task = load_task(args.task, split=args.split, n=args.n, seed=args.seed)
