@@ -228,11 +228,11 @@ def test_cli_runs_with_other_parameters_keep_their_results(capsys, tmp_path, tin
 
 
 def test_cli_ctrl_c_is_one_line(capsys, tmp_path, tiny_cli, monkeypatch):
-    import neuronloc.locate
+    import neuronloc.localization
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(neuronloc.locate, "locate", interrupted)
+    monkeypatch.setattr(neuronloc.localization, "locate", interrupted)
     argv = ["attribute", "--task", "neuronllm/sentiment", "--n", "1", "--out", str(tmp_path / "r")]
     assert main(argv) == 130
     err = capsys.readouterr().err.strip()
