@@ -232,7 +232,7 @@ def competence(lm: LM, questions: Iterable[MCQuestion], readout: str, chat: bool
     correct, n = int(result.correct.sum()), len(questions)
     chance = sum(1 / len(q.options) for q in questions) / n
     test = binomtest(correct, n, chance, alternative="greater")
-    ci = test.proportion_ci(confidence_level=0.95, method="exact")
+    ci = binomtest(correct, n, chance).proportion_ci(confidence_level=0.95, method="exact")  # two-sided
     return Competence(readout, n, correct, chance, float(test.pvalue), (float(ci.low), float(ci.high)))
 
 
