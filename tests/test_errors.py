@@ -274,3 +274,40 @@ def test_run_notebooks_unknown_prefix(tmp_path):
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "--only 99: no notebook starts with '99'" in run.stderr and "00_quickstart.ipynb" in run.stderr
     assert _tree(tmp_path) == []
+
+
+# ---------------------------------------------------------------- API: engine, localization, hooks
+
+def _api_cases():
+    """(what, call(lm), exception, message fragment) for bad input to the API (the issue's list)."""
+    from neuronloc.attribution import attribute
+    from neuronloc.engine import Query, make_query
+    from neuronloc.hooks import Edit
+    from neuronloc.localization import locate
+    from neuronloc.tasks.loaders import Example
+
+    q = MCQuestion(stem="What is 2+2?", options=("4", "5", "6", "7"), answer=0, uid="q")
+    return [
+        ("locate k=-5", lambda lm: locate(lm, [q], "ace", k=-5, progress=False), ValueError, "k must be >= 1, got -5"),
+        ("locate steps=0", lambda lm: locate(lm, [q], "ace", steps=0, progress=False), ValueError, "steps must be >= 1"),
+        ("no questions", lambda lm: locate(lm, [], "ace", progress=False), ValueError, "no questions to locate on"),
+        ("layers=[99]", lambda lm: attribute("ig", lm, q, layers=[99], steps=2), ValueError,
+         "layers [99] out of range: the model has 3 layers"),
+        ("empty free-form prompt", lambda lm: make_query(lm, Example("", "two", "e")), TaskError, "non-empty prompt"),
+        ("empty token prompt", lambda lm: Query(torch.tensor([], dtype=torch.long), (torch.tensor([3]),)), TaskError,
+         "empty prompt"),
+        ("prompt past the context", lambda lm: make_query(lm, MCQuestion(stem="x" * 300, options=("a", "b"), answer=0)),
+         TaskError, "longer than the model's context of 256 tokens"),
+        ("NaN edit value", lambda lm: Edit(0, [1], "set", float("nan")), ValueError, "NaN"),
+        ("cnl on multiple choice", lambda lm: locate(lm, [q], "cnl", progress=False), ValueError, "free-form"),
+    ]
+
+
+@pytest.mark.parametrize("case", _api_cases(), ids=lambda c: c[0])
+def test_api_bad_input_is_one_clear_line(case):
+    """Each raises one line that says what to do, before any scoring."""
+    _, call, exc, fragment = case
+    lm = tiny_llama(seed=0)
+    with pytest.raises(exc) as err:
+        call(lm)
+    assert fragment in str(err.value) and "\n" not in str(err.value), str(err.value)
