@@ -135,3 +135,25 @@ def test_robustness():
     assert robustness(0.75, 1.0, 0.5) == pytest.approx(0.5)
     assert robustness(0.4, 1.0, 0.5) == 0.0
     assert robustness(0.9, 0.5, 0.5) != robustness(0.9, 0.5, 0.5)  # nan: Y's own probe at chance
+
+
+DECODERS = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2", "gptj", "gpt_neox"]
+
+
+@pytest.mark.parametrize("family", DECODERS)
+def test_sweep_restart_equals_reference_for_every_decoder_family(family):
+    """Rows restarted at their layer (after the KV-cached prefix) match full prompts in each family."""
+    from test_sites import build
+    from conftest import CharTokenizer
+    from neuronloc.engine import Query
+    from neuronloc.models import from_module
+    lm = from_module(build(family), CharTokenizer(), name=family)
+    site = lm.site()
+    ids = torch.randint(2, 64, (9,), generator=torch.Generator().manual_seed(0))
+    query = Query(ids[:6], (ids[6:8],))  # two teacher-forced answer tokens
+    neurons = torch.tensor([site.n_neurons - 1, 0, site.n_inner + 1])  # last layer first: rows get sorted
+    deltas = torch.tensor([-2.0, 0.5, 3.0])
+    fast = sweep(lm, query, neurons, deltas, rows=4)
+    ref = sweep(lm, query, neurons, deltas, path="reference")
+    assert fast.abs().max() > 0
+    assert ((fast - ref).abs().max() / fast.abs().max()).item() <= 1e-4, family

@@ -8,8 +8,10 @@ the label token, a single-token cloze fact, or a multi-token answer text teacher
 A *condition* shifts k neurons at once by their own Δ_i (k = 1 for a sweep). Editing only
 the answer position leaves every earlier position unchanged, so the prompt prefix runs
 once into a KV cache and only the answer position (and the answer's continuation) is
-re-run, one batch row per condition (`engine.Layout`); path="reference" re-runs the full
-prompt per condition instead (the test and the bench check they agree).
+re-run, one batch row per condition (`engine.Layout`); the layers below a condition's
+lowest edit are unchanged too, so its rows enter the batch there, restarted from that
+layer's unedited input (as IG's fast path). path="reference" re-runs the full prompt
+per condition instead (the tests and the bench check they agree).
 
   output_shifts   one shift per condition, `[condition]`
   sweep           Δ grid x sampled neurons, `[neuron, Δ]` (NEG Fig. 2, Tables 1, 2, 5)
@@ -25,6 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
+from .attribution.ig import _restart_rows, layer_inputs
 from .engine import Layout, Query, forward_rows, make_query, prefix_cache
 from .hooks import Edit, intervene
 from .metrics import pearson_r
@@ -45,11 +48,13 @@ def _answer_only(query: Query) -> Query:
                    priors=None if query.priors is None else query.priors[a:a + 1])
 
 
-def _edits(layout: Layout, site, neurons: torch.Tensor, deltas: torch.Tensor) -> list[Edit]:
+def _edits(layout: Layout, site, neurons: torch.Tensor, deltas: torch.Tensor, starts=None) -> list[Edit]:
     """One add_sign Edit per layer for a chunk of conditions: value `[rows, k_layer]` holds
     each row's Δ for the layer's neurons touched in the chunk (0 elsewhere: a + 0·sign(a) = a).
 
-    neurons, deltas: `[conditions, k]` flat ids and their Δ."""
+    neurons, deltas: `[conditions, k]` flat ids and their Δ. starts `[conditions]`
+    (restarted rows, ascending): the layer where each condition's rows enter the batch;
+    an edit of layer l covers the conditions already there."""
     layer, index = unflat(neurons.reshape(-1), site.n_inner)
     rows = torch.arange(len(neurons)).repeat_interleave(neurons.shape[1])  # the condition of each entry
     out = []
@@ -58,7 +63,8 @@ def _edits(layout: Layout, site, neurons: torch.Tensor, deltas: torch.Tensor) ->
         units, column = index[hit].unique(return_inverse=True)
         value = torch.zeros(len(neurons), len(units), dtype=torch.float64)
         value.index_put_((rows[hit], column), deltas.reshape(-1)[hit], accumulate=True)
-        value = value.repeat_interleave(layout.per_condition, dim=0)  # every row of a condition
+        present = len(neurons) if starts is None else int((starts <= l).sum())
+        value = value[:present].repeat_interleave(layout.per_condition, dim=0)  # every row of a condition
         out.append(Edit(l, units.tolist(), "add_sign", value.float(), rows=list(range(len(value)))))
     return out
 
@@ -74,8 +80,8 @@ def output_shifts(lm: LM, question, neurons, deltas, target: str = "answer_prob"
     deltas: `[conditions, k]` (or `[conditions]` for k = 1): condition c adds
       deltas[c, i]·sign(a) to neuron neurons[c, i], all k at once.
     target: F (`neuronloc.targets`), default the answer's vocabulary probability (NEG).
-    path: "fast" (prefix KV cache, only the answer position re-run) or "reference" (the
-      full prompt per row). rows: batch rows per forward (rows=1 with path="reference"
+    path: "fast" (prefix KV cache, only the answer position re-run, rows restarted at
+      their lowest edited layer) or "reference" (the full prompt per row, every layer). rows: batch rows per forward (rows=1 with path="reference"
       is one full-prompt forward per condition, the naive protocol).
     """
     if path not in PATHS:
@@ -99,20 +105,36 @@ def output_shifts(lm: LM, question, neurons, deltas, target: str = "answer_prob"
     cache = None if full else prefix_cache(lm, query.prefix)
     option_logits = target_fn in SHIFT_INVARIANT and query.single_token and query.lengths is None
     answer = torch.tensor([query.answer])
+    per = Layout(query, 1).per_condition
+    # fast path: a condition's rows enter the batch at its lowest edited layer, restarted
+    # from that layer's unedited input, so the layers below its edits are not re-run
+    starts = neurons.min(1).values // site_.n_inner
+    order = torch.argsort(starts, stable=True) if not full else torch.arange(len(deltas))
+    inputs = None if full else layer_inputs(lm, site_, Layout(query, 1), cache)
 
-    def run(chunk_neurons=None, chunk_deltas=None):
-        n = 1 if chunk_neurons is None else len(chunk_neurons)
+    def run(chunk=None):
+        n = 1 if chunk is None else len(chunk)
         layout = Layout(query, n, full=full)
-        edits = [] if chunk_neurons is None else _edits(layout, site_, chunk_neurons, chunk_deltas)
-        with intervene(lm.model, site_, edits, positions=[layout.at]):
-            scores = forward_rows(lm, layout, cache, option_logits=option_logits)
+        edits, n_input, sizes, restart = [], None, None, {}
+        if chunk is not None:
+            start = None if full else starts[chunk]
+            edits = _edits(layout, site_, neurons[chunk], deltas[chunk], start)
+            if not full:
+                first = int(start[0])
+                n_input = 1  # one driver condition below the first restart
+                sizes = [per if l < first else per * int((start <= l).sum()) for l in range(site_.n_layers)]
+                restart = {l: (inputs[l], int((start == l).sum()), l == first) for l in start.unique().tolist()}
+        with intervene(lm.model, site_, edits, positions=[layout.at]), _restart_rows(lm.model, site_, restart):
+            scores = forward_rows(lm, layout, cache, option_logits, n_input, sizes)
         return target_fn(scores.double(), answer.expand(n)).cpu()
 
     base = run()
-    step = max(1, rows // Layout(query, 1).per_condition)
-    out = [run(neurons[s:s + step], deltas[s:s + step])
-           for s in tqdm(range(0, len(deltas), step), desc="NEG shifts", disable=not progress, leave=False)]
-    return torch.cat(out) - base
+    step = max(1, rows // per)
+    out = torch.cat([run(order[s:s + step])
+                     for s in tqdm(range(0, len(deltas), step), desc="NEG shifts", disable=not progress, leave=False)])
+    shifts = torch.empty_like(out)
+    shifts[order] = out
+    return shifts - base
 
 
 def sweep(lm: LM, question, neurons, deltas=DELTAS, **kwargs) -> torch.Tensor:
