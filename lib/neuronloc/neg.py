@@ -81,8 +81,9 @@ def output_shifts(lm: LM, question, neurons, deltas, target: str = "answer_prob"
       deltas[c, i]·sign(a) to neuron neurons[c, i], all k at once.
     target: F (`neuronloc.targets`), default the answer's vocabulary probability (NEG).
     path: "fast" (prefix KV cache, only the answer position re-run, rows restarted at
-      their lowest edited layer) or "reference" (the full prompt per row, every layer). rows: batch rows per forward (rows=1 with path="reference"
-      is one full-prompt forward per condition, the naive protocol).
+      their lowest edited layer) or "reference" (the full prompt per row, every layer).
+    rows: batch rows per forward (rows=1 with path="reference" is one full-prompt
+      forward per condition, the naive protocol).
     """
     if path not in PATHS:
         raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
