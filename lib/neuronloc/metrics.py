@@ -196,3 +196,49 @@ def generality(counts, present=None) -> float:
     default counts > 0."""
     present = _t(counts) > 0 if present is None else present
     return coverage(present) * distribution(counts)
+
+
+# ---------------------------------------------------------------- NEG §2.2, Fig. 2, Table 1
+
+def in_range(deltas, shifts, limit: float):
+    """The Δ grid and output shifts restricted to |Δ| <= limit: (`[D']`, `[..., D']`)."""
+    x, y = _t(deltas), _t(shifts)
+    keep = x.abs() <= limit + 1e-9
+    if int(keep.sum()) < 2:
+        raise ValueError(f"shift range ±{limit} keeps fewer than 2 points of the Δ grid")
+    return x[keep], y[..., keep]
+
+
+def r_by_range(deltas, shifts, limits) -> torch.Tensor:
+    """NEG Fig. 2: mean |r| between Δ and output shift on Δ in [-R, R] for each R in `limits`.
+
+    shifts: `[..., D]` (e.g. `[neuron, Δ]` of a sweep, or `[prompt, neuron, Δ]`); the mean
+    is over every leading index, nan r (a neuron whose output never moves) left out.
+    Returns `[len(limits)]`.
+    """
+    out = []
+    for limit in limits:
+        x, y = in_range(deltas, shifts, limit)
+        out.append(pearson_r(x, y).abs().nanmean())
+    return torch.stack(out)
+
+
+def linearity_table(deltas, shifts, limit: float = 2.0, threshold: float = 0.95) -> dict:
+    """NEG Table 1 from ground-truth sweeps `[..., D]` on Δ in [-limit, limit]:
+    linear = share with |r| >= threshold (`linear_ratio`); positive / negative = share with
+    NEG > 0 / NEG < 0 (NEG = `neg_slope` on the same range; ground truth, as the paper's
+    footnote 9). A neuron whose output never moves (NEG exactly 0) is in neither polarity."""
+    x, y = in_range(deltas, shifts, limit)
+    neg = neg_slope(x, y)
+    return {"linear": linear_ratio(pearson_r(x, y), threshold),
+            "positive": (neg > 0).double().mean().item(),
+            "negative": (neg < 0).double().mean().item(), "n": int(neg.numel())}
+
+
+def robustness(acc_transfer: float, acc_own: float, chance: float) -> float:
+    """NEG §6.2: max(ACC^Y(N^X) - α, 0) / max(ACC^Y(N^Y) - α, 0), α = chance accuracy:
+    how much of context Y's own probe gain the skill neurons found in context X keep
+    (the paper's printed formula has N^Y in both places; the text defines the transfer).
+    nan when Y's own probe is not above chance."""
+    own = max(acc_own - chance, 0.0)
+    return max(acc_transfer - chance, 0.0) / own if own > 0 else math.nan

@@ -1,0 +1,185 @@
+"""Ground-truth neuron empirical gradients (NEG §2-§4): measured output shifts.
+
+Shift `a ← a + Δ·sign(a)` at the answer position (`hooks.Edit` op "add_sign"; sign of
+the unedited value, so a neuron at exactly 0 does not move) and read the change of the
+answer's vocabulary probability through the engine's read-out (`targets.answer_prob`:
+the label token, a single-token cloze fact, or a multi-token answer text teacher forced).
+
+A *condition* shifts k neurons at once by their own Δ_i (k = 1 for a sweep). Editing only
+the answer position leaves every earlier position unchanged, so the prompt prefix runs
+once into a KV cache and only the answer position (and the answer's continuation) is
+re-run, one batch row per condition (`engine.Layout`); the layers below a condition's
+lowest edit are unchanged too, so its rows enter the batch there, restarted from that
+layer's unedited input (as IG's fast path). path="reference" re-runs the full prompt
+per condition instead (the tests and the bench check they agree).
+
+  output_shifts   one shift per condition, `[condition]`
+  sweep           Δ grid x sampled neurons, `[neuron, Δ]` (NEG Fig. 2, Tables 1, 2, 5)
+  polarity_shift  k neurons shifted together by step·sign(NEG_i) (NEG §3.3 Fig. 3, §4.2 Fig. 5)
+
+The metrics (`neg_slope`, `pearson_r`, `linear_ratio`, `r_by_range`, `linearity_table`, ...)
+live in `neuronloc.metrics`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from tqdm.auto import tqdm
+
+from .attribution.ig import _restart_rows, layer_inputs
+from .engine import Layout, Query, forward_rows, make_query, prefix_cache
+from .hooks import Edit, intervene
+from .metrics import pearson_r
+from .models import LM
+from .neurons import to_ids, unflat
+from .targets import SHIFT_INVARIANT, answer_logprob, answer_prob, get_target
+
+PATHS = ("fast", "reference")
+DELTAS = torch.arange(-50, 51, dtype=torch.float64) / 5  # NEG §2.1: Δ in [-10, 10], step 0.2
+
+
+def _answer_only(query: Query) -> Query:
+    """The query reduced to its answer's continuation: for targets that read the answer's
+    score alone, the other options' rows (multi-token read-outs) are not run."""
+    a = query.answer
+    return replace(query, continuations=(query.continuations[a],), answer=0,
+                   lengths=None if query.lengths is None else query.lengths[a:a + 1],
+                   priors=None if query.priors is None else query.priors[a:a + 1])
+
+
+def _edits(layout: Layout, site, neurons: torch.Tensor, deltas: torch.Tensor, starts=None) -> list[Edit]:
+    """One add_sign Edit per layer for a chunk of conditions: value `[rows, k_layer]` holds
+    each row's Δ for the layer's neurons touched in the chunk (0 elsewhere: a + 0·sign(a) = a).
+
+    neurons, deltas: `[conditions, k]` flat ids and their Δ. starts `[conditions]`
+    (restarted rows, ascending): the layer where each condition's rows enter the batch;
+    an edit of layer l covers the conditions already there."""
+    layer, index = unflat(neurons.reshape(-1), site.n_inner)
+    rows = torch.arange(len(neurons)).repeat_interleave(neurons.shape[1])  # the condition of each entry
+    out = []
+    for l in layer.unique().tolist():
+        hit = layer == l
+        units, column = index[hit].unique(return_inverse=True)
+        value = torch.zeros(len(neurons), len(units), dtype=torch.float64)
+        value.index_put_((rows[hit], column), deltas.reshape(-1)[hit], accumulate=True)
+        present = len(neurons) if starts is None else int((starts <= l).sum())
+        value = value[:present].repeat_interleave(layout.per_condition, dim=0)  # every row of a condition
+        out.append(Edit(l, units.tolist(), "add_sign", value.float(), rows=list(range(len(value)))))
+    return out
+
+
+@torch.no_grad()
+def output_shifts(lm: LM, question, neurons, deltas, target: str = "answer_prob", site: str = "ffn.mid",
+                  path: str = "fast", rows: int = 128, chat: bool = False, readout: str | None = None,
+                  progress: bool = False) -> torch.Tensor:
+    """F(edited) - F(unedited) for each condition: `[conditions]` float64.
+
+    question: an MCQuestion, a free-form example (prompt, answer) or a Query.
+    neurons: flat ids `[k]` (every condition shifts the same neurons) or `[conditions, k]`.
+    deltas: `[conditions, k]` (or `[conditions]` for k = 1): condition c adds
+      deltas[c, i]·sign(a) to neuron neurons[c, i], all k at once.
+    target: F (`neuronloc.targets`), default the answer's vocabulary probability (NEG).
+    path: "fast" (prefix KV cache, only the answer position re-run, rows restarted at
+      their lowest edited layer) or "reference" (the full prompt per row, every layer).
+    rows: batch rows per forward (rows=1 with path="reference" is one full-prompt
+      forward per condition, the naive protocol).
+    """
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
+    site_ = lm.site(site)
+    target_fn = get_target(target)
+    deltas = torch.as_tensor(deltas, dtype=torch.float64)
+    deltas = deltas[:, None] if deltas.ndim == 1 else deltas
+    if torch.is_tensor(neurons) and neurons.ndim == 2:
+        neurons = neurons.long()
+    else:
+        neurons = to_ids(neurons).expand(len(deltas), -1)
+    if neurons.shape != deltas.shape:
+        raise ValueError(f"neurons {tuple(neurons.shape)} and deltas {tuple(deltas.shape)} do not pair up: "
+                         "pass neurons [k] or [conditions, k] and deltas [conditions, k]")
+    to_ids(neurons.reshape(-1), site_.shape)  # range check
+    query = make_query(lm, question, chat=chat, readout=readout)
+    if target_fn in (answer_prob, answer_logprob):
+        query = _answer_only(query)
+    full = path == "reference"
+    cache = None if full else prefix_cache(lm, query.prefix)
+    option_logits = target_fn in SHIFT_INVARIANT and query.single_token and query.lengths is None
+    answer = torch.tensor([query.answer])
+    per = Layout(query, 1).per_condition
+    # fast path: a condition's rows enter the batch at its lowest edited layer, restarted
+    # from that layer's unedited input, so the layers below its edits are not re-run
+    starts = neurons.min(1).values // site_.n_inner
+    order = torch.argsort(starts, stable=True) if not full else torch.arange(len(deltas))
+    inputs = None if full else layer_inputs(lm, site_, Layout(query, 1), cache)
+
+    def run(chunk=None):
+        n = 1 if chunk is None else len(chunk)
+        layout = Layout(query, n, full=full)
+        edits, n_input, sizes, restart = [], None, None, {}
+        if chunk is not None:
+            start = None if full else starts[chunk]
+            edits = _edits(layout, site_, neurons[chunk], deltas[chunk], start)
+            if not full:
+                first = int(start[0])
+                n_input = 1  # one driver condition below the first restart
+                sizes = [per if l < first else per * int((start <= l).sum()) for l in range(site_.n_layers)]
+                restart = {l: (inputs[l], int((start == l).sum()), l == first) for l in start.unique().tolist()}
+        with intervene(lm.model, site_, edits, positions=[layout.at]), _restart_rows(lm.model, site_, restart):
+            scores = forward_rows(lm, layout, cache, option_logits, n_input, sizes)
+        return target_fn(scores.double(), answer.expand(n)).cpu()
+
+    base = run()
+    step = max(1, rows // per)
+    out = torch.cat([run(order[s:s + step])
+                     for s in tqdm(range(0, len(deltas), step), desc="NEG shifts", disable=not progress, leave=False)])
+    shifts = torch.empty_like(out)
+    shifts[order] = out
+    return shifts - base
+
+
+def sweep(lm: LM, question, neurons, deltas=DELTAS, **kwargs) -> torch.Tensor:
+    """Ground-truth sweep: output shift of each neuron shifted alone by each Δ, `[neuron, Δ]`.
+
+    neurons: flat ids `[n]`; deltas `[D]` (default NEG's -10..10 step 0.2). Every
+    (neuron, Δ) pair is one condition of `output_shifts` (kwargs: target, site, path,
+    rows, chat, readout, progress); NEG = `metrics.neg_slope(deltas, sweep(...))`.
+    """
+    neurons = to_ids(neurons)
+    deltas = torch.as_tensor(deltas, dtype=torch.float64).reshape(-1)
+    pairs = neurons.repeat_interleave(len(deltas))[:, None]
+    shifts = output_shifts(lm, question, pairs, deltas.repeat(len(neurons)), **kwargs)
+    return shifts.reshape(len(neurons), len(deltas))
+
+
+@dataclass
+class PolarityShift:
+    """k neurons shifted together by step·sign(NEG_i) (NEG §3.3, §4.2).
+
+    steps `[S]`; predicted `[S]` = Σ_i NEG_i Δ_i = step · Σ_i |NEG_i| (first-order,
+    additive); actual `[S]`: the measured output shift.
+    """
+
+    steps: torch.Tensor
+    predicted: torch.Tensor
+    actual: torch.Tensor
+
+    @property
+    def r(self) -> float:
+        """Pearson r of predicted vs actual over the steps (NEG Fig. 5); nan if either is constant."""
+        return float(pearson_r(self.predicted, self.actual))
+
+
+def polarity_shift(lm: LM, question, neurons, negs, steps, **kwargs) -> PolarityShift:
+    """Shift `neurons` (flat ids `[k]`) together by Δ_i = step·sign(negs_i) for each step.
+
+    negs `[k]`: the neurons' estimated NEG (e.g. NeurGrad scores at those ids), which sets
+    each neuron's polarity (enhance: raise positive neurons, lower negative ones) and the
+    additive prediction Σ_i NEG_i Δ_i. steps `[S]`: e.g. 0..0.5 step 0.01 (Fig. 5) or
+    0.1..1 (Fig. 3, top-K). All steps run batched (kwargs as `output_shifts`).
+    """
+    negs = torch.as_tensor(negs, dtype=torch.float64).reshape(-1)
+    steps = torch.as_tensor(steps, dtype=torch.float64).reshape(-1)
+    deltas = steps[:, None] * torch.sign(negs)[None]  # [S, k]
+    actual = output_shifts(lm, question, to_ids(neurons), deltas, **kwargs)
+    return PolarityShift(steps, deltas @ negs, actual)
