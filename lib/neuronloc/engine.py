@@ -34,7 +34,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .hooks import neuron_hooks
 from .models import LM
+from .sites import resolve_site
 from .tasks.core import READOUTS, MCQuestion, TaskError, continuation_ids, label_token_ids, render
 
 PRIOR_PROMPT = "Answer:"  # the content-free prompt of the pmi read-out
@@ -247,6 +249,39 @@ def forward_rows(lm: LM, layout: Layout, cache, option_logits: bool = False, n_i
         tokens = torch.stack([c[0] for c in q.continuations]).to(out.logits.device)
         return layout.log_scores(out.logits[..., tokens], option_logits=True)
     return layout.log_scores(out.logits, option_logits=option_logits)
+
+
+# ----------------------------------------------------------------------- layer restart
+
+def resid_pre(model):
+    """The decoder-layer inputs, where rows restart (`neuron_hooks` lets them add batch rows)."""
+    return resolve_site(model, "resid.pre")
+
+
+def restart_rows(model, restart: dict):
+    """Hooks under which batch rows start at their own layer: restart[l] = (l's unedited
+    input `[rows per condition, seq, d]`, n conditions, replace). At layer l, n conditions'
+    rows equal to that input are appended (they replace the one driver condition at the
+    first edited layer), so the layers below a condition's edit are not re-run for it."""
+    def make(hidden, n, replace):
+        def fn(h):
+            new = hidden.to(h.dtype).repeat(n, 1, 1)
+            return new if replace else torch.cat([h, new])
+        return fn
+
+    return neuron_hooks(model, resid_pre(model), {l: make(*spec) for l, spec in restart.items()})
+
+
+@torch.no_grad()
+def layer_inputs(lm: LM, layout: Layout, cache) -> dict:
+    """The unedited input of every decoder layer for one condition's rows run after
+    `cache`: {layer: `[rows per condition, seq, d]`}."""
+    seen, site = {}, resid_pre(lm.model)
+    record = {layer: (lambda h, layer=layer: seen.__setitem__(layer, h.detach())) for layer in range(site.n_layers)}
+    ids = layout.input_ids(1).to(lm.device)
+    with neuron_hooks(lm.model, site, record), cached_rows(lm, cache, len(ids), ids.shape[1]) as past:
+        lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None, **logits_from(lm.model, 1))
+    return seen
 
 
 # ----------------------------------------------------------------------- KV cache

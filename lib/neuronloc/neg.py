@@ -27,8 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from .attribution.ig import _restart_rows, layer_inputs
-from .engine import Layout, Query, forward_rows, make_query, prefix_cache
+from .engine import Layout, Query, forward_rows, layer_inputs, make_query, prefix_cache, restart_rows
 from .hooks import Edit, intervene
 from .metrics import pearson_r
 from .models import LM
@@ -111,7 +110,7 @@ def output_shifts(lm: LM, question, neurons, deltas, target: str = "answer_prob"
     # from that layer's unedited input, so the layers below its edits are not re-run
     starts = neurons.min(1).values // site_.n_inner
     order = torch.argsort(starts, stable=True) if not full else torch.arange(len(deltas))
-    inputs = None if full else layer_inputs(lm, site_, Layout(query, 1), cache)
+    inputs = None if full else layer_inputs(lm, Layout(query, 1), cache)
 
     def run(chunk=None):
         n = 1 if chunk is None else len(chunk)
@@ -125,7 +124,7 @@ def output_shifts(lm: LM, question, neurons, deltas, target: str = "answer_prob"
                 n_input = 1  # one driver condition below the first restart
                 sizes = [per if l < first else per * int((start <= l).sum()) for l in range(site_.n_layers)]
                 restart = {l: (inputs[l], int((start == l).sum()), l == first) for l in start.unique().tolist()}
-        with intervene(lm.model, site_, edits, positions=[layout.at]), _restart_rows(lm.model, site_, restart):
+        with intervene(lm.model, site_, edits, positions=[layout.at]), restart_rows(lm.model, restart):
             scores = forward_rows(lm, layout, cache, option_logits, n_input, sizes)
         return target_fn(scores.double(), answer.expand(n)).cpu()
 

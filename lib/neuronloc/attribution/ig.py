@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import (Layout, Query, auto_batch_size, cached_rows, crop_cache, forward_rows, logits_from,
-                      make_query, prefix_cache, resolve_layers)
+from ..engine import (Layout, Query, auto_batch_size, crop_cache, forward_rows, layer_inputs, make_query,
+                      prefix_cache, resolve_layers, restart_rows)
 from ..hooks import neuron_hooks
 from ..models import LM
-from ..sites import resolve_site
 from ..targets import SHIFT_INVARIANT, get_target
 from .base import NeuronScores, register
 
@@ -81,41 +80,12 @@ def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, c
         restart = {l: (inputs[l], len(i) // per, l == first) for l, i in by_layer.items()}
     answers = torch.full((len(conditions),), query.answer)
     with torch.enable_grad(), neuron_hooks(lm.model, site, {l: make(l, i) for l, i in by_layer.items()}), \
-            _restart_rows(lm.model, site, restart):
+            restart_rows(lm.model, restart):
         scores = forward_rows(lm, layout, cache, option_logits, n_input, sizes)
         total = target(scores, answers).sum()
         grads = torch.autograd.grad(total, [probes[l] for l in by_layer])
     sums = {l: g.float().sum(dim=0).cpu() for l, g in zip(by_layer, grads)}
     return sums, bases
-
-
-def resid_pre(model):
-    """The decoder-layer inputs, where rows restart (`neuron_hooks` lets them add batch rows)."""
-    return resolve_site(model, "resid.pre")
-
-
-def _restart_rows(model, site, restart: dict):
-    """At layer l append n conditions' rows equal to l's unedited input `[per, seq, d]`
-    (replacing the one driver condition at the first layer)."""
-    def make(hidden, n, replace):
-        def fn(h):
-            new = hidden.to(h.dtype).repeat(n, 1, 1)
-            return new if replace else torch.cat([h, new])
-        return fn
-
-    return neuron_hooks(model, resid_pre(model), {l: make(*spec) for l, spec in restart.items()})
-
-
-@torch.no_grad()
-def layer_inputs(lm: LM, site, layout: Layout, cache) -> dict:
-    """The unedited input of every decoder layer for one condition's rows run after
-    `cache`: {layer: `[rows per condition, seq, d]`}."""
-    seen = {}
-    record = {layer: (lambda h, layer=layer: seen.__setitem__(layer, h.detach())) for layer in range(site.n_layers)}
-    ids = layout.input_ids(1).to(lm.device)
-    with neuron_hooks(lm.model, resid_pre(lm.model), record), cached_rows(lm, cache, len(ids), ids.shape[1]) as past:
-        lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None, **logits_from(lm.model, 1))
-    return seen
 
 
 def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int = 16, rule: str = "right",
@@ -150,7 +120,7 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
     elif path == "fast":
         cache = prefix_cache(lm, query.prefix) if cache is None else crop_cache(cache, len(query.prefix))
         layout = Layout(query, 1)
-        inputs = layer_inputs(lm, site_, layout, cache) if restart else None
+        inputs = layer_inputs(lm, layout, cache) if restart else None
         conditions = [(l, a) for l in layers for a in grid]
         context = len(query.prompt) + layout.width
         batch_size = batch_size or max(1, auto_batch_size(lm, site_.n_layers, context) // layout.per_condition)
