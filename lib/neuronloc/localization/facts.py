@@ -51,7 +51,7 @@ def make_fact(lm: LM, prompt, subject: str | range | None = None, answer: str | 
     (must occur in the prompt; the last occurrence is used) or its token positions.
     answer: the answer text (tokenized as a continuation of the prompt).
     The subject's tokens are those covering its characters: the tokens of
-    prompt[:subject end] minus those of prompt[:subject start] (as ROME finds them).
+    prompt[:subject end] minus those of prompt[:subject start] without trailing spaces.
     """
     if isinstance(prompt, Fact):
         return prompt
@@ -76,7 +76,8 @@ def subject_span(tok, prompt: str, subject: str) -> range:
     start = prompt.rfind(subject)
     if start < 0:
         raise TaskError(f"subject {subject!r} does not occur in the prompt {prompt!r}")
-    lo = len(tok(prompt[:start], add_special_tokens=True)["input_ids"])
+    # a space before the subject is part of its first token in BPE vocabularies (" Paris")
+    lo = len(tok(prompt[:start].rstrip(), add_special_tokens=True)["input_ids"])
     hi = len(tok(prompt[:start + len(subject)], add_special_tokens=True)["input_ids"])
     return range(min(lo, hi - 1), hi)
 
