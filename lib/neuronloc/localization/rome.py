@@ -147,11 +147,13 @@ def key_moments(lm: LM, layers, corpus: str | Sequence[str] = "counterfact", n_t
         sums = {l: torch.zeros(site.n_inner, site.n_inner, dtype=torch.float64) for l in todo}
         count = 0
         for start in tqdm(range(0, len(texts), batch_size), desc="key covariance", disable=not progress, leave=False):
-            batch = lm.tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True)
-            ids, mask = batch["input_ids"][:, -max_tokens:], batch["attention_mask"][:, -max_tokens:]
+            rows = [lm.tokenizer(t, add_special_tokens=True)["input_ids"][:max_tokens] for t in texts[start:start + batch_size]]
+            width = max(map(len, rows))
+            # right padding: a causal model's real positions never see the pads, and keep their positions
+            ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows])
+            real = torch.tensor([[i < len(r) for i in range(width)] for r in rows])
             with capture(lm.model, site, todo, positions="all") as cap:
-                lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **logits_from(lm.model, 1))
-            real = mask.bool()  # left padding: pad positions are not keys
+                lm.model(input_ids=ids.to(lm.device), **logits_from(lm.model, 1))
             for l in todo:
                 k = cap.acts[l].cpu().double()[real]  # [tokens, n_inner]
                 sums[l] += k.T @ k
@@ -265,4 +267,4 @@ def rome_edit(lm: LM, fact, layer: int, subject: str | range | None = None, new:
     params = dict(layer=layer, steps=steps, lr=lr, kl_weight=kl_weight, weight_decay=weight_decay, clamp=clamp,
                   ridge=ridge, corpus=corpus if isinstance(corpus, str) else "texts", n_texts=n_texts,
                   prefixes=list(prefixes), final_loss=float(loss.detach()))
-    return RomeEdit(layer, u.float(), r.float(), k.float(), value.float(), params)
+    return RomeEdit(layer, u, r, k, value, params)  # float64: W_new k* = v* to the weight's precision
