@@ -215,8 +215,7 @@ def _essence_logprobs(lm: LM, ids: torch.Tensor, position: int, layer: int, delt
 def rome_edit(lm: LM, fact, layer: int, subject: str | range | None = None, new: str | None = None,
               prefixes: Sequence[str] = (), corpus: str | Sequence[str] = "counterfact", n_texts: int = 1000,
               store: Store | None = None, steps: int = 25, lr: float = 0.5, kl_weight: float = 0.0625,
-              weight_decay: float = 0.5, clamp: float = 4.0, ridge: float = 1e-3, cov: torch.Tensor | None = None,
-              seed: int = 0) -> RomeEdit:
+              weight_decay: float = 0.5, clamp: float = 4.0, ridge: float = 1e-3, cov: torch.Tensor | None = None) -> RomeEdit:
     """The ROME edit that makes `new` the answer of the fact's prompt at `layer`.
 
     fact: the prompt text (with subject= and new=), an example with meta["subject"] and
@@ -229,7 +228,6 @@ def rome_edit(lm: LM, fact, layer: int, subject: str | range | None = None, new:
     k, v0 = _keys(lm, facts, layer)
     W = (weight.T if in_out else weight).detach().double().cpu()  # [out, in]
     # value: delta on the MLP output at the subject's last token
-    torch.manual_seed(seed)
     delta = torch.zeros(v0.shape[0], dtype=lm.dtype, device=lm.device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     essence = None
