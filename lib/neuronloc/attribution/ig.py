@@ -12,6 +12,9 @@ Two paths give the same numbers:
              cache, then re-run only the answer position (plus teacher-forced answer
              tokens) for all (layer, alpha) conditions in large batches, with one
              backward per batch giving every layer's gradients (`neuronloc.engine`).
+CNL Eq. 7 (`ig_positions`) needs this at every answer position: `positions_batched`
+runs them all in one pass (each row holds every answer position as an independent
+query over the cached prefix); path="loop" keeps one fast IG per position as its reference.
 """
 from __future__ import annotations
 
