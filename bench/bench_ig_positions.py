@@ -22,7 +22,7 @@ def main(n_answer: int = 100, steps: int = 20, n_layers: int | None = None, name
     import torch
 
     layers = None if n_layers is None else list(range(n_layers))
-    fast = run_phase("ig_positions", path="fast", steps=steps, n_answer=n_answer, layers=layers, repeat=1)
+    fast = run_phase("ig_positions", path="fast", steps=steps, n_answer=n_answer, layers=layers)
     loop = run_phase("ig_positions", path="loop", steps=steps, n_answer=n_answer, layers=layers)
     a, b = np.nan_to_num(fast["scores"]), np.nan_to_num(loop["scores"])
     err = np.abs(a - b).max() / np.abs(b).max()

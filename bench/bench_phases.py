@@ -51,7 +51,7 @@ def neurgrad(repeat: int = 3) -> dict:
             "n_options": query.n_options, "grads_shape": list(grads.shape)}
 
 
-def ig_positions(path: str, steps: int, n_answer: int, layers: list[int] | None = None, repeat: int = 1) -> dict:
+def ig_positions(path: str, steps: int, n_answer: int, layers: list[int] | None = None) -> dict:
     """CNL Eq. 7 on a GSM8K test question whose worked solution (teacher forced) is cut to
     n_answer tokens: the batched pass ("fast") or the per-position loop ("loop")."""
     import neuronloc as nl
@@ -59,19 +59,15 @@ def ig_positions(path: str, steps: int, n_answer: int, layers: list[int] | None 
     from neuronloc.engine import Query, make_query
     from neuronloc.tasks.loaders import load_examples
     from types import SimpleNamespace
-    from common import timed
 
     lm = nl.load_model("smollm2-135m")
     example = next(e for e in load_examples("gsm8k", "test")
                    if len(lm.tokenizer(e.meta["solution"])["input_ids"]) >= n_answer)
     query = make_query(lm, SimpleNamespace(prompt=example.prompt, answer=example.meta["solution"], uid=example.uid))
     query = Query(query.prompt, (query.answer_tokens[:n_answer],), uid=query.uid)
-    run = lambda: run_ig(lm, query, "answer_prob", steps=steps, layers=layers, path=path).scores
-    if path == "loop":  # minutes per call: no warm-up, one timed call
-        t = time.perf_counter()
-        scores = run()
-        seconds = time.perf_counter() - t
-    else:
-        seconds, scores = timed(run, repeat)
+    run_ig(lm, Query(query.prompt, (query.answer_tokens[:2],)), "answer_prob", steps=2, layers=[0], path=path)  # warm-up
+    t = time.perf_counter()  # minutes per call: one timed call
+    scores = run_ig(lm, query, "answer_prob", steps=steps, layers=layers, path=path).scores
+    seconds = time.perf_counter() - t
     return {"seconds": seconds, "scores": scores, "prompt_tokens": len(query.prompt), "answer_tokens": n_answer,
             "uid": example.uid}
