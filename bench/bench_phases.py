@@ -49,3 +49,25 @@ def neurgrad(repeat: int = 3) -> dict:
     t_neurgrad, (acts, grads) = timed(lambda: answer_position_grads(lm, query, options, "answer_prob"), repeat)
     return {"forward_seconds": t_forward, "neurgrad_seconds": t_neurgrad, "tokens": len(query.prompt),
             "n_options": query.n_options, "grads_shape": list(grads.shape)}
+
+
+def ig_positions(path: str, steps: int, n_answer: int, layers: list[int] | None = None) -> dict:
+    """CNL Eq. 7 on a GSM8K test question whose worked solution (teacher forced) is cut to
+    n_answer tokens: the batched pass ("fast") or the per-position loop ("loop")."""
+    import neuronloc as nl
+    from neuronloc.attribution.ig import ig_positions as run_ig
+    from neuronloc.engine import Query, make_query
+    from neuronloc.tasks.loaders import load_examples
+    from types import SimpleNamespace
+
+    lm = nl.load_model("smollm2-135m")
+    example = next(e for e in load_examples("gsm8k", "test")
+                   if len(lm.tokenizer(e.meta["solution"])["input_ids"]) >= n_answer)
+    query = make_query(lm, SimpleNamespace(prompt=example.prompt, answer=example.meta["solution"], uid=example.uid))
+    query = Query(query.prompt, (query.answer_tokens[:n_answer],), uid=query.uid)
+    run_ig(lm, Query(query.prompt, (query.answer_tokens[:2],)), "answer_prob", steps=2, layers=[0], path=path)  # warm-up
+    t = time.perf_counter()  # minutes per call: one timed call
+    scores = run_ig(lm, query, "answer_prob", steps=steps, layers=layers, path=path).scores
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "scores": scores, "prompt_tokens": len(query.prompt), "answer_tokens": n_answer,
+            "uid": example.uid}

@@ -123,6 +123,35 @@ def test_ig_positions_is_mean_of_per_position_reference_ig(lm):
     assert torch.allclose(scores, expected, rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.parametrize("family", ["llama", "mistral_window", "qwen3", "phi3", "gemma", "gpt2"])
+def test_ig_positions_batched_equals_the_per_position_loop(family):
+    """CNL Eq. 7 batched: every answer position in one pass (independent positions over one
+    cached prefix, rows restarted at their layer) gives the per-position loop's numbers,
+    also past a sliding window; families without shared-prefix attention (GPT-2) run the loop."""
+    import transformers as tf
+    from test_sites import _DECODER, build
+    from conftest import CharTokenizer
+    from neuronloc.attribution.ig import ig_positions, positions_batched
+    from neuronloc.models import from_module
+    if family == "mistral_window":
+        torch.manual_seed(0)
+        model = tf.MistralForCausalLM(tf.MistralConfig(**dict(_DECODER, sliding_window=4)))
+    else:
+        model = build(family)
+    lm = from_module(model, CharTokenizer(64), name=family)
+    ids = torch.randint(2, 64, (14,), generator=torch.Generator().manual_seed(0))
+    for query, layers, batch_size in [(Query(ids[:6], (ids[6:14],)), None, None), (Query(ids[:9], (ids[9:12],)), [0], 2),
+                                      (Query(ids[:1], (ids[1:4],)), [1], 1)]:
+        fast = ig_positions(lm, query, steps=3, layers=layers, batch_size=batch_size).scores
+        loop = ig_positions(lm, query, steps=3, layers=layers, path="loop").scores
+        assert torch.equal(fast.isnan(), loop.isnan())
+        fast, loop = fast.nan_to_num(), loop.nan_to_num()
+        assert ((fast - loop).abs().max() / loop.abs().max()).item() <= 1e-4, (family, len(query.prompt))
+    assert (positions_batched(lm, query) is None) == (family == "gpt2")
+    with pytest.raises(ValueError, match="path"):
+        ig_positions(lm, query, path="batched")
+
+
 def test_neurgrad_matches_measured_slope_of_delta_sweep(lm):
     """NEG: zero-intercept slope of output shift on Δ (Δ in ±0.01) ~ NeurGrad."""
     from neuronloc.metrics import neg_slope

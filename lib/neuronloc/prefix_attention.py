@@ -11,6 +11,12 @@ concatenation.
 Used through `shared_prefix(lm, cache)`, which swaps the model's attention
 implementation for the duration of a forward. Families whose attention has
 extras (logit soft-capping, sliding windows: Gemma 2/3) keep the plain path.
+
+Independent positions (`offset=`): the new positions of a row are independent queries
+at absolute positions offset, offset + 1, ...: position s attends to the prefix keys
+before offset + s (within the sliding window, if any) and to itself only, as if each
+were the last token of its own row after its own prefix. CNL's per-position IG then
+runs every answer position of a teacher-forced answer in one row (`ig_positions`).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from .sites import family_of
 
 NAME = "neuronloc_shared_prefix"
 _PREFIX: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+_OFFSET: dict[str, int] = {}  # "offset": absolute position of the first new position (independent mode)
 
 
 def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -34,7 +41,17 @@ def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, 
     q = query.reshape(b, kv_heads, heads // kv_heads, s, d)
     old = torch.einsum("bkgsd,kpd->bkgsp", q, prefix_k[0].to(q.dtype)) * scaling
     new = torch.einsum("bkgsd,bktd->bkgst", q, key) * scaling
-    causal = torch.ones(s, s, dtype=torch.bool, device=q.device).tril()
+    if "offset" in _OFFSET:  # independent positions: the prefix before each one's own position, then itself
+        at = _OFFSET["offset"] + torch.arange(s, device=q.device)[:, None]
+        j = torch.arange(old.shape[-1], device=q.device)[None]
+        visible = j < at
+        window = kwargs.get("sliding_window")
+        if window:
+            visible &= at - j < window
+        old = old.masked_fill(~visible, float("-inf"))
+        causal = torch.eye(s, dtype=torch.bool, device=q.device)
+    else:
+        causal = torch.ones(s, s, dtype=torch.bool, device=q.device).tril()
     new = new.masked_fill(~causal, float("-inf"))
     weights = torch.softmax(torch.cat([old, new], dim=-1).float(), dim=-1).to(q.dtype)
     out = torch.einsum("bkgsp,kpd->bkgsd", weights[..., : old.shape[-1]], prefix_v[0].to(q.dtype))
@@ -74,11 +91,15 @@ class _PrefixLayer(DynamicLayer):
 
 
 @contextmanager
-def shared_prefix(lm, cache):
+def shared_prefix(lm, cache, offset: int | None = None):
     """Inside the block, forwards attend to `cache`'s prefix (batch 1) from any batch size.
 
     Yields the cache object to pass as `past_key_values` (None for an empty prefix).
+    offset: independent positions (see the module docstring); the caller passes their
+    `position_ids` (offset, offset + 1, ...) to the forward.
     """
+    if cache is None and offset is not None:
+        raise ValueError("independent positions need a cached prefix")
     if cache is None:
         yield None
         return
@@ -90,12 +111,16 @@ def shared_prefix(lm, cache):
     before = config._attn_implementation
     _PREFIX.clear()
     _PREFIX.update({i: (layer.keys[:1], layer.values[:1]) for i, layer in enumerate(cache.layers)})
+    _OFFSET.clear()
+    if offset is not None:
+        _OFFSET["offset"] = offset
     config._attn_implementation = NAME
     try:
         yield view
     finally:
         config._attn_implementation = before
         _PREFIX.clear()
+        _OFFSET.clear()
 
 
 _register()

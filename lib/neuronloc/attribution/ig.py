@@ -12,14 +12,17 @@ Two paths give the same numbers:
              cache, then re-run only the answer position (plus teacher-forced answer
              tokens) for all (layer, alpha) conditions in large batches, with one
              backward per batch giving every layer's gradients (`neuronloc.engine`).
+CNL Eq. 7 (`ig_positions`) needs this at every answer position: `positions_batched`
+runs them all in one pass (each row holds every answer position as an independent
+query over the cached prefix); path="loop" keeps one fast IG per position as its reference.
 """
 from __future__ import annotations
 
 import torch
 
-from ..engine import (Layout, Query, auto_batch_size, crop_cache, forward_rows, layer_inputs, make_query,
-                      prefix_cache, resolve_layers, restart_rows)
-from ..hooks import neuron_hooks
+from ..engine import (Layout, Query, auto_batch_size, cached_rows, crop_cache, forward_rows, layer_inputs, logits_from,
+                      make_query, prefix_cache, resolve_layers, restart_rows)
+from ..hooks import capture, neuron_hooks
 from ..models import LM
 from ..targets import SHIFT_INVARIANT, get_target
 from .base import NeuronScores, register
@@ -34,6 +37,24 @@ def alphas(steps: int, rule: str = "right") -> torch.Tensor:
     if rule == "linspace":
         return torch.linspace(0, 1, steps, dtype=torch.float64)
     raise ValueError(f"unknown IG rule {rule!r}; use 'right' or 'linspace'")
+
+
+def _scale_hook(layer: int, idx: list[int], alpha: torch.Tensor, at, probes: dict, bases: dict):
+    """The IG edit of one layer: rows `idx` get alpha[row] * a + probe at positions `at` (an
+    index, or a slice: every position of the row); records the probe and the unscaled a."""
+    idx_t = torch.tensor(idx)
+
+    def fn(t):  # t: [rows so far, seq, n_inner], on this layer's device (device_map may split the model)
+        idx_d = idx_t.to(t.device)
+        base = t[idx_d, at]  # rows of this layer are unedited up to here: all equal a
+        bases[layer] = base[0].detach().float().cpu()
+        probe = torch.zeros_like(base, requires_grad=True)
+        probes[layer] = probe
+        edited = t.clone()
+        scale = alpha[idx].to(t.device, t.dtype).reshape(-1, *[1] * (base.ndim - 1))
+        edited[idx_d, at] = scale * base + probe
+        return edited
+    return fn
 
 
 def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, cache, target, full: bool,
@@ -57,20 +78,6 @@ def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, c
     alpha = torch.tensor([a for _, a in conditions]).repeat_interleave(per)  # one per row
     probes, bases = {}, {}
 
-    def make(layer, idx):
-        idx_t = torch.tensor(idx)
-
-        def fn(t):  # t: [rows so far, seq, n_inner], on this layer's device (device_map may split the model)
-            idx_d = idx_t.to(t.device)
-            base = t[idx_d, layout.at]  # rows of this layer are unedited up to here: all equal a
-            bases[layer] = base[0].detach().float().cpu()
-            probe = torch.zeros_like(base, requires_grad=True)
-            probes[layer] = probe
-            edited = t.clone()
-            edited[idx_d, layout.at] = alpha[idx].to(t.device, t.dtype)[:, None] * base + probe
-            return edited
-        return fn
-
     n_input, sizes, restart = None, None, {}
     if inputs is not None:
         assert all(a[0] <= b[0] for a, b in zip(conditions, conditions[1:])), "restart needs conditions sorted by layer"
@@ -79,8 +86,8 @@ def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, c
         sizes = [per if layer < first else per * sum(l <= layer for l, _ in conditions) for layer in range(site.n_layers)]
         restart = {l: (inputs[l], len(i) // per, l == first) for l, i in by_layer.items()}
     answers = torch.full((len(conditions),), query.answer)
-    with torch.enable_grad(), neuron_hooks(lm.model, site, {l: make(l, i) for l, i in by_layer.items()}), \
-            restart_rows(lm.model, restart):
+    hooks = {l: _scale_hook(l, i, alpha, layout.at, probes, bases) for l, i in by_layer.items()}
+    with torch.enable_grad(), neuron_hooks(lm.model, site, hooks), restart_rows(lm.model, restart):
         scores = forward_rows(lm, layout, cache, option_logits, n_input, sizes)
         total = target(scores, answers).sum()
         grads = torch.autograd.grad(total, [probes[l] for l in by_layer])
@@ -152,6 +159,68 @@ def ig(lm: LM, question, target: str = "option_prob", steps: int = 16, rule: str
     return NeuronScores(scores, "ig", site, params, {"target": str(target), "uid": query.uid})
 
 
+def positions_batched(lm: LM, query: Query, target="answer_prob", steps: int = 20, layers=None,
+                      site: str = "ffn.mid", batch_size: int | None = None) -> torch.Tensor | None:
+    """Sum over the answer tokens m of the IG at the position predicting y_m (linspace
+    grid): `[layer, neuron]`, every answer position in one pass (CNL Eq. 7, batched).
+
+    Rows are (layer, alpha) conditions; a row holds the n teacher-forced positions
+    predicting y_0 .. y_{n-1}, all scaled by alpha at that layer, each attending to the
+    clean prefix before it and to itself only (`prefix_attention`, independent
+    positions): position m of a row is the per-position run for y_m, so one backward per
+    batch gives every (m, layer) gradient. Rows restart at their layer's clean input.
+    None where the family's attention cannot be shared (then use the per-position loop).
+    """
+    from .. import prefix_attention
+    from transformers import DynamicCache
+
+    site_ = lm.site(site)
+    target = get_target(target)
+    answer = query.answer_tokens
+    n, offset = len(answer), query.position
+    tokens = torch.cat([query.prompt, answer[:-1]])  # position offset + m predicts y_m
+    if not lm.family.shared_prefix or len(tokens) < 2:
+        return None
+    grid = torch.tensor(alphas(steps, "linspace").tolist())
+    layers = resolve_layers(site_.n_layers, layers)
+    # one clean forward: the prefix keys/values (every one kept, also under a sliding window)
+    # and each layer's input at the n answer positions, where rows restart
+    full = DynamicCache()
+    with torch.no_grad(), capture(lm.model, lm.site("resid.pre"), positions=list(range(offset, len(tokens)))) as clean:
+        lm.model(input_ids=tokens[None].to(lm.device), past_key_values=full, use_cache=True, **logits_from(lm.model, 1))
+    cache = crop_cache(full, len(tokens) - 1)
+    conditions = [(l, a) for l in layers for a in range(steps)]
+    context = len(tokens)
+    batch_size = batch_size or max(1, min(auto_batch_size(lm, site_.n_layers, context), TOKEN_ROWS // n))
+    ids = tokens[offset:][None].to(lm.device)
+    position_ids = torch.arange(offset, offset + n, device=lm.device)[None]
+    picks = torch.arange(n, device=lm.device)
+    total = torch.full((site_.n_layers, site_.n_inner), float("nan"))
+    for l in layers:
+        total[l] = 0.0
+    for start in range(0, len(conditions), batch_size):
+        batch = conditions[start:start + batch_size]
+        by_layer: dict[int, list[int]] = {}
+        for c, (layer, _) in enumerate(batch):
+            by_layer.setdefault(layer, []).append(c)
+        alpha = grid[[a for _, a in batch]]
+        probes, bases = {}, {}
+        hooks = {l: _scale_hook(l, i, alpha, slice(None), probes, bases) for l, i in by_layer.items()}
+        restart = {l: (clean.acts[l], len(i), l == batch[0][0]) for l, i in by_layer.items()}
+        with torch.enable_grad(), neuron_hooks(lm.model, site_, hooks), restart_rows(lm.model, restart), \
+                prefix_attention.shared_prefix(lm, cache, offset) as past:
+            logits = lm.model(input_ids=ids, past_key_values=past, position_ids=position_ids, use_cache=True).logits
+            logp = logits.float().log_softmax(-1)[:, picks, answer.to(lm.device)]  # [rows, n]: log P(y_m | z_m)
+            value = target(logp.reshape(-1, 1), torch.zeros(logp.numel(), dtype=torch.long)).sum()
+            grads = torch.autograd.grad(value, [probes[l] for l in by_layer])
+        for l, g in zip(by_layer, grads):  # IG_m = a_m * sum over alphas of dF_m/da_m / steps, summed over m
+            total[l] += (bases[l] * g.float().sum(dim=0).cpu()).sum(dim=0) / steps
+    return total
+
+
+TOKEN_ROWS = 1024  # positions per batched forward of `positions_batched` (rows x answer length)
+
+
 @register("ig_positions")
 def ig_positions(lm: LM, question, target: str = "answer_prob", steps: int = 20, layers=None,
                  site: str = "ffn.mid", batch_size: int | None = None, path: str = "fast") -> NeuronScores:
@@ -160,23 +229,31 @@ def ig_positions(lm: LM, question, target: str = "answer_prob", steps: int = 20,
 
     CNL sums S+1 grid points n/S (n = 0..S, S = 19) and divides by S: steps = S+1
     linspace points, and the mean over points is rescaled by (S+1)/S to match.
+    path: "fast" (every answer position in one pass, `positions_batched`; families
+    without shared-prefix attention, e.g. Gemma 2/3 and GPT-2, run the loop), "loop"
+    (one fast IG per answer position: the reference of the batched pass) or
+    "reference" (one full-sequence IG per position).
     """
     if steps < 2:
         raise ValueError("ig_positions needs steps >= 2 (S + 1 grid points, S >= 1)")
+    if path not in ("fast", "loop", "reference"):
+        raise ValueError(f"unknown ig_positions path {path!r}; use 'fast', 'loop' or 'reference'")
     query = make_query(lm, question)
     if query.n_options != 1:
         raise ValueError("ig_positions takes a free-form example (prompt and answer), not a multiple-choice question")
     answer = query.answer_tokens
     n = len(answer)
-    tokens = torch.cat([query.prompt, answer[:-1]])  # z_m = tokens[: position + m + 1]
-    cache = prefix_cache(lm, tokens[:-1]) if path == "fast" else None
-    if cache is not None and any(getattr(layer, "is_sliding", False) for layer in cache.layers):
-        cache = None  # a sliding-window cache cannot be cut back to each position's prefix
-    total = None
-    for m in range(n):
-        sub = Query(tokens[: query.position + m + 1], (answer[m: m + 1],), 0, "cloze", uid=query.uid)
-        s = integrated_gradients(lm, sub, target, steps, "linspace", layers, site, path, batch_size, cache=cache)
-        total = s if total is None else total + s
+    total = positions_batched(lm, query, target, steps, layers, site, batch_size) if path == "fast" else None
+    if total is None:
+        one = "reference" if path == "reference" else "fast"
+        tokens = torch.cat([query.prompt, answer[:-1]])  # z_m = tokens[: position + m + 1]
+        cache = prefix_cache(lm, tokens[:-1]) if one == "fast" else None
+        if cache is not None and any(getattr(layer, "is_sliding", False) for layer in cache.layers):
+            cache = None  # a sliding-window cache cannot be cut back to each position's prefix
+        for m in range(n):
+            sub = Query(tokens[: query.position + m + 1], (answer[m: m + 1],), 0, "cloze", uid=query.uid)
+            s = integrated_gradients(lm, sub, target, steps, "linspace", layers, site, one, batch_size, cache=cache)
+            total = s if total is None else total + s
     scores = total / n * steps / (steps - 1)
     params = dict(steps=steps, rule="linspace", layers=layers, path=path)
     return NeuronScores(scores, "ig_positions", site, params, {"target": str(target), "uid": query.uid, "n_answer": n})

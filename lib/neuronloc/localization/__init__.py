@@ -2,9 +2,17 @@
 
 `locate` runs the task-level methods of the three papers under one protocol
 (NeuronLLM ACE, TN, QRNCA, KN, ACT, RANDOM; NEG NeurGrad; CNL sigma-mask), each a
-`Method` that names its scorer, target and aggregation. The CNL paper's baselines
-(causal tracing, ROME, knowledge circuits) live beside it in this package.
+`Method` that names its scorer, target and aggregation. The CNL paper's per-fact
+baselines live beside it as functions: causal tracing (`causal_trace`), the ROME
+rank-one edit (`rome_edit`, `applied`) and knowledge circuits (`knowledge_circuit`,
+`circuit_recall`), all reading a `Fact` (`make_fact`).
 """
+from .causal_tracing import Trace, causal_trace
+from .circuits import Circuit, Node, Recall, circuit_recall, knowledge_circuit, node_scores
+from .facts import Fact, make_fact
 from .methods import METHODS, Located, Method, locate, question_scores
+from .rome import RomeEdit, applied, corpus_texts, key_moments, rome_edit
 
-__all__ = ["METHODS", "Located", "Method", "locate", "question_scores"]
+__all__ = ["METHODS", "Circuit", "Fact", "Located", "Method", "Node", "Recall", "RomeEdit", "Trace", "applied",
+           "causal_trace", "circuit_recall", "corpus_texts", "key_moments", "knowledge_circuit", "locate",
+           "make_fact", "node_scores", "question_scores", "rome_edit"]

@@ -1,0 +1,268 @@
+"""ROME rank-one model editing (Meng et al. 2022 §3; the CNL paper's causal-tracing
+reliability test, CNL §3 / Fig. 2: edit at each layer in turn, efficacy per layer).
+
+The MLP down-projection W of one layer (the module whose input is the site `ffn.mid`)
+is treated as a linear key-value memory, W k = v (bias aside):
+  key    k* = the down-projection input at the subject's last token of the edited
+         prompt (with `prefixes`: the mean over the prompt and the prompt after each
+         prefix, ROME's context templates).
+  value  v* = W k* + delta, delta optimised by gradient descent (added to the MLP output
+         at the subject's last token) so that the new object becomes likely:
+         loss = NLL(new object | prompt) (teacher forced, mean over its tokens and prompts)
+              + kl_weight * KL(P(. | "{subject} is a") unedited || edited)  (ROME's essence term)
+              + weight_decay * |delta|^2 / |v0|^2,  |delta| clamped to clamp * |v0|
+         (v0: the MLP output there; ROME's defaults: lr 0.5, kl 0.0625, clamp 4).
+  update W <- W + (v* - W k*) (C^-1 k*)^T / ((C^-1 k*)^T k*), so W_new k* = v* exactly and
+         keys orthogonal to C^-1 k* in C's metric are left alone (ROME Eq. 2). C = E[k k^T],
+         the second moment of the keys over a text corpus, + ridge * mean(diag C) * I.
+
+Key covariance corpus ("counterfact", default): the CounterFact *train* split of the data
+mirror (counterfact_mend/counterfact-train.json; disjoint from the "edit" split the
+notebooks edit), each record read as three short English sentences: prompt + true object,
+the rephrased prompt, the locality prompt + its object. "gsm8k": GSM8K train questions.
+Or a list of strings. C is cached per (model, layer, corpus, n_texts, max_tokens) in a
+`Store`. ROME used 100,000 Wikipedia samples; the mirror has no Wikipedia text.
+
+Families: those whose `mlp.out` is the down-projection's output (every decoder family
+but Gemma 2/3, which norm the MLP output). GPT-2's Conv1D stores W as [in, out].
+
+Cost per edit: covariance (once per layer and corpus, cached): n_texts / 16 batched
+forwards; key: 1 forward per prompt; value: steps x (prompts + 1) forwards and
+backwards; the update itself: one linear solve of size n_inner.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..data import read_records
+from ..engine import logits_from
+from ..hooks import Edit, capture, intervene
+from ..models import LM
+from ..sites import UnsupportedModelError
+from ..store import Store, key
+from .facts import Fact, make_fact, subject_span
+
+CORPORA = ("counterfact", "gsm8k")
+
+
+@dataclass
+class RomeEdit:
+    """A rank-one edit of layer `layer`'s down-projection: W <- W + r u^T in [out, in]
+    orientation. u `[n_inner]` = C^-1 k* / ((C^-1 k*)^T k*); r `[d_model]` = v* - W k*.
+    key k* `[n_inner]`, value v* `[d_model]` (W_new k* = v*)."""
+
+    layer: int
+    u: torch.Tensor
+    r: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    params: dict = field(default_factory=dict)
+
+    @property
+    def delta(self) -> torch.Tensor:
+        """The weight change `[d_model, n_inner]` ([out, in] orientation)."""
+        return torch.outer(self.r, self.u)
+
+
+# ------------------------------------------------------------------ the matrix
+
+def down_proj(lm: LM, layer: int) -> tuple[nn.Parameter, bool]:
+    """The down-projection weight of `layer` and whether it is stored [in, out] (GPT-2 Conv1D)."""
+    site = lm.site("ffn.mid")
+    sites = lm.family.sites
+    mlp_path = sites["mlp.out"].path
+    if site.kind != "input" or not site.module_path.startswith(mlp_path + "."):
+        raise UnsupportedModelError(
+            f"ROME edits the MLP down-projection whose output is the MLP output; in {lm.family.name!r} "
+            f"the MLP output ({mlp_path}) is not the output of {site.module_path}: "
+            "use a LLaMA-, Mistral-, Qwen-, Phi-3-, GPT-2-, GPT-J- or GPT-NeoX-style model")
+    module = site.module(lm.model, layer)
+    weight = module.weight
+    if isinstance(module, nn.Linear):
+        return weight, False
+    if weight.shape[0] == site.n_inner:
+        return weight, True
+    raise UnsupportedModelError(f"cannot tell the orientation of {type(module).__name__}'s weight {tuple(weight.shape)}")
+
+
+@contextmanager
+def applied(lm: LM, edit: RomeEdit):
+    """Inside the block the model carries the edit; the weight is restored exactly on exit
+    (also when the body raises)."""
+    weight, in_out = down_proj(lm, edit.layer)
+    saved = weight.detach().clone()
+    delta = edit.delta.to(weight.device, weight.dtype)
+    try:
+        with torch.no_grad():
+            weight.add_(delta.T if in_out else delta)
+        yield lm
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
+# ------------------------------------------------------------------ key covariance
+
+def corpus_texts(corpus: str | Sequence[str] = "counterfact", n_texts: int = 1000) -> list[str]:
+    """The first n_texts texts of a named corpus (see the module docstring), or the given list."""
+    if not isinstance(corpus, str):
+        return list(corpus)[:n_texts]
+    if corpus == "counterfact":
+        texts = []
+        for r in read_records("counterfact_mend/counterfact-train.json",
+                              ("prompt", "ground_truth", "rephrase_prompt", "locality_prompt", "locality_ground_truth")):
+            texts += [f"{r['prompt']} {r['ground_truth']}.", r["rephrase_prompt"],
+                      f"{r['locality_prompt']} {r['locality_ground_truth']}."]
+            if len(texts) >= n_texts:
+                break
+        return texts[:n_texts]
+    if corpus == "gsm8k":
+        return [r["question"] for r in read_records("gsm8k/train.jsonl", ("question",))[:n_texts]]
+    raise ValueError(f"unknown corpus {corpus!r}; use one of {', '.join(CORPORA)} or pass a list of texts")
+
+
+@torch.no_grad()
+def key_moments(lm: LM, layers, corpus: str | Sequence[str] = "counterfact", n_texts: int = 1000,
+                max_tokens: int = 64, store: Store | None = None, batch_size: int = 16,
+                progress: bool = False) -> dict[int, torch.Tensor]:
+    """C = E[k k^T] of the down-projection inputs k over every token of the corpus texts:
+    {layer: `[n_inner, n_inner]` float32}. Cached per layer in `store`; the missing layers
+    are computed in one pass over the corpus."""
+    texts = corpus_texts(corpus, n_texts)
+    if not texts:
+        raise ValueError("the key-covariance corpus is empty: pass a corpus with at least one text")
+    name = corpus if isinstance(corpus, str) else {"texts": texts}
+    keys = {l: key(model=lm, kind="rome_key_moments", layer=l, corpus=name, n_texts=n_texts, max_tokens=max_tokens)
+            for l in layers}
+    out = {l: store.get(k) for l, k in keys.items()} if store is not None else {l: None for l in layers}
+    todo = [l for l, c in out.items() if c is None]
+    if todo:
+        site = lm.site("ffn.mid")
+        sums = {l: torch.zeros(site.n_inner, site.n_inner, dtype=torch.float64) for l in todo}
+        count = 0
+        for start in tqdm(range(0, len(texts), batch_size), desc="key covariance", disable=not progress, leave=False):
+            rows = [lm.tokenizer(t, add_special_tokens=True)["input_ids"][:max_tokens] for t in texts[start:start + batch_size]]
+            width = max(map(len, rows))
+            # right padding: a causal model's real positions never see the pads, and keep their positions
+            ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows])
+            real = torch.tensor([[i < len(r) for i in range(width)] for r in rows])
+            with capture(lm.model, site, todo, positions="all") as cap:
+                lm.model(input_ids=ids.to(lm.device), **logits_from(lm.model, 1))
+            for l in todo:
+                k = cap.acts[l].cpu().double()[real]  # [tokens, n_inner]
+                sums[l] += k.T @ k
+            count += int(real.sum())
+        for l in todo:
+            out[l] = (sums[l] / count).float()
+            if store is not None:
+                store.put(keys[l], out[l])
+    return out
+
+
+# ------------------------------------------------------------------ the edit
+
+def _variants(lm: LM, fact, subject, new: str | None, prefixes: Sequence[str]) -> list[Fact]:
+    """The edited prompt (answer = the new object) and, with prefixes, the prompt after each."""
+    if isinstance(fact, Fact):
+        if prefixes:
+            raise ValueError("prefixes need the fact as text (prompt=, subject=, new object=), not a tokenized Fact")
+        return [fact]
+    prompt = fact if isinstance(fact, str) else fact.prompt
+    if subject is None and not isinstance(fact, str):
+        subject = (getattr(fact, "meta", None) or {}).get("subject")
+    if new is None and not isinstance(fact, str):
+        new = (getattr(fact, "meta", None) or {}).get("target_new")
+    return [make_fact(lm, p + prompt, subject, new) for p in ("", *prefixes)]
+
+
+def _keys(lm: LM, facts: list[Fact], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean down-projection input k* `[n_inner]` and the edited prompt's MLP output v0 `[d_model]`
+    at the subject's last token."""
+    ks = []
+    for i, f in enumerate(facts):
+        with torch.no_grad(), capture(lm.model, lm.site("ffn.mid"), [layer], positions=[f.subject_last]) as k, \
+                capture(lm.model, lm.site("mlp.out"), [layer], positions=[f.subject_last]) as v:
+            lm.model(input_ids=f.prompt[None].to(lm.device), **logits_from(lm.model, 1))
+        ks.append(k.acts[layer][0, 0].double())
+        if i == 0:
+            v0 = v.acts[layer][0, 0].double()
+    return torch.stack(ks).mean(0).cpu(), v0.cpu()
+
+
+def _nll(lm: LM, fact: Fact, layer: int, delta: torch.Tensor) -> torch.Tensor:
+    """Mean -log P(new object tokens | prompt), teacher forced, delta added at the subject's last token."""
+    ids = torch.cat([fact.prompt, fact.answer[:-1]])[None].to(lm.device)
+    edit = Edit(layer, None, "add", delta, positions=[fact.subject_last])
+    with intervene(lm.model, lm.site("mlp.out"), [edit]):
+        logits = lm.model(input_ids=ids, **logits_from(lm.model, len(fact.answer))).logits[0, -len(fact.answer):]
+    lp = logits.double().log_softmax(-1)
+    return -lp[torch.arange(len(fact.answer)), fact.answer.to(lp.device)].mean()
+
+
+def _essence_logprobs(lm: LM, ids: torch.Tensor, position: int, layer: int, delta) -> torch.Tensor:
+    edits = [] if delta is None else [Edit(layer, None, "add", delta, positions=[position])]
+    with intervene(lm.model, lm.site("mlp.out"), edits):
+        logits = lm.model(input_ids=ids[None].to(lm.device), **logits_from(lm.model, 1)).logits[0, -1]
+    return logits.double().log_softmax(-1)
+
+
+def rome_edit(lm: LM, fact, layer: int, subject: str | range | None = None, new: str | None = None,
+              prefixes: Sequence[str] = (), corpus: str | Sequence[str] = "counterfact", n_texts: int = 1000,
+              store: Store | None = None, steps: int = 25, lr: float = 0.5, kl_weight: float = 0.0625,
+              weight_decay: float = 0.5, clamp: float = 4.0, ridge: float = 1e-3, cov: torch.Tensor | None = None) -> RomeEdit:
+    """The ROME edit that makes `new` the answer of the fact's prompt at `layer`.
+
+    fact: the prompt text (with subject= and new=), an example with meta["subject"] and
+    meta["target_new"] (load_examples("counterfact")), or a Fact whose answer is the new
+    object. cov: a precomputed C `[n_inner, n_inner]` (else `key_moments` of the corpus).
+    Apply with `with applied(lm, edit): ...`.
+    """
+    facts = _variants(lm, fact, subject, new, prefixes)
+    weight, in_out = down_proj(lm, layer)
+    k, v0 = _keys(lm, facts, layer)
+    W = (weight.T if in_out else weight).detach().double().cpu()  # [out, in]
+    # value: delta on the MLP output at the subject's last token
+    delta = torch.zeros(v0.shape[0], dtype=lm.dtype, device=lm.device, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    essence = None
+    text_subject = subject if isinstance(subject, str) else (
+        (getattr(fact, "meta", None) or {}).get("subject") if not isinstance(fact, (str, Fact)) else None)
+    if kl_weight and text_subject:
+        prompt = f"{text_subject} is a"
+        ids = torch.tensor(lm.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        position = subject_span(lm.tokenizer, prompt, text_subject)[-1]
+        with torch.no_grad():
+            essence = (ids, position, _essence_logprobs(lm, ids, position, layer, None))
+    norm0 = float(v0.norm())
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = torch.stack([_nll(lm, f, layer, delta) for f in facts]).mean()
+            if essence is not None:
+                ids, position, before = essence
+                after = _essence_logprobs(lm, ids, position, layer, delta)
+                loss = loss + kl_weight * (before.exp() * (before - after)).sum()
+            loss = loss + weight_decay * delta.double().pow(2).sum() / norm0 ** 2
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                n = delta.norm()
+                if n > clamp * norm0:
+                    delta.mul_(clamp * norm0 / n)
+    # ROME Eq. 2: W_new = W + (v* - W k*) (C^-1 k*)^T / ((C^-1 k*)^T k*)
+    C = (cov if cov is not None else key_moments(lm, [layer], corpus, n_texts, store=store)[layer]).double().cpu()
+    C = C + ridge * C.diagonal().mean() * torch.eye(len(C), dtype=C.dtype)
+    c_inv_k = torch.linalg.solve(C, k)
+    u = c_inv_k / (c_inv_k @ k)
+    value = W @ k + delta.detach().double().cpu()
+    r = value - W @ k
+    params = dict(layer=layer, steps=steps, lr=lr, kl_weight=kl_weight, weight_decay=weight_decay, clamp=clamp,
+                  ridge=ridge, corpus=corpus if isinstance(corpus, str) else "texts", n_texts=n_texts,
+                  prefixes=list(prefixes), final_loss=float(loss.detach()))
+    return RomeEdit(layer, u, r, k, value, params)  # float64: W_new k* = v* to the weight's precision
