@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import (Layout, Query, auto_batch_size, cached_rows, crop_cache, forward_rows, layer_inputs, logits_from,
-                      make_query, prefix_cache, resolve_layers, restart_rows)
+from ..engine import (Layout, Query, auto_batch_size, crop_cache, forward_rows, layer_inputs,
+                      logits_from, make_query, prefix_cache, resolve_layers, restart_rows)
 from ..hooks import capture, neuron_hooks
 from ..models import LM
 from ..targets import SHIFT_INVARIANT, get_target
