@@ -36,11 +36,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from neuronloc import scales
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL = "neuronloc"
 DEFAULTS = {"model": "smollm2-135m", "scale": "default", "seed": 0}
-SCALES = ("smoke", "default", "paper")
+SCALES = tuple(scales.SCALES)  # the presets notebooks read (neuronloc.scales)
 CARRIAGE_RETURN = re.compile(r"^.*\r(?=[^\n])", re.M)  # a line rewound by \r (what nbval does too)
 
 
@@ -226,8 +228,8 @@ def main(argv=None) -> int:
             print(f"  FAILED {path.name}: {failure_message(err)}\n  the executed copy with the error: {output}",
                   flush=True)
         seconds = time.perf_counter() - start
-        timings["notebooks"][path.stem] = {
-            "seconds": round(seconds, 1), "status": status,
+        timings["notebooks"][path.stem] = {  # scale and seed per notebook: runs at other scales may share the folder
+            "seconds": round(seconds, 1), "status": status, "scale": args.scale, "seed": args.seed,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         write_json(timings_path, timings)

@@ -186,3 +186,18 @@ def test_competence_is_a_binomial_test_against_chance(lm):
     assert readout is None  # 1 of 4 right is chance under every read-out
     with pytest.raises(ValueError, match="one question per example"):
         competence(lm, nl.qatt(nl.Task("t", questions[:1])).questions, "cloze")
+
+
+def test_swapped_modules_are_restored_when_the_body_raises(lm):
+    """head_rows swaps the LM head and shared_prefix the attention implementation: both
+    come back on an exception inside the block."""
+    from neuronloc.engine import cached_rows, head_rows
+    head, attn = lm.model.get_output_embeddings(), lm.model.config._attn_implementation
+    query = make_query(lm, QUESTION)
+    cache = prefix_cache(lm, query.prefix)
+    with pytest.raises(RuntimeError, match="inside"):
+        with head_rows(lm, torch.tensor([3, 4])) as swapped, cached_rows(lm, cache, 2, 1):
+            assert swapped and lm.model.get_output_embeddings() is not head
+            assert lm.model.config._attn_implementation != attn  # the shared-prefix attention is in place
+            raise RuntimeError("inside")
+    assert lm.model.get_output_embeddings() is head and lm.model.config._attn_implementation == attn
