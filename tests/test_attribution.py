@@ -44,14 +44,19 @@ def option_logprobs(lm, query, edits=()):
     return torch.stack(out)
 
 
-def _target_value(lm, query, target, edits=()):
-    """F read by hand from `option_logprobs` (read-out normalisation and prior applied)."""
+def hand_scores(lm, query, edits=()):
+    """Option scores by hand: `option_logprobs` with the read-out's normalisation and prior."""
     scores = option_logprobs(lm, query, edits)
     if query.lengths is not None:
         scores = scores / query.lengths.double()
     if query.priors is not None:
         scores = scores - query.priors.double()
-    return float(TARGETS[target](scores[None], torch.tensor([query.answer])))
+    return scores
+
+
+def _target_value(lm, query, target, edits=()):
+    """F read by hand from `hand_scores`."""
+    return float(TARGETS[target](hand_scores(lm, query, edits)[None], torch.tensor([query.answer])))
 
 
 def test_ig_equals_hand_riemann_sum_of_finite_differences(lm):

@@ -18,7 +18,7 @@ from neuronloc.metrics import neg_slope
 from neuronloc.tasks import READOUTS, TaskError
 
 from conftest import tiny_llama
-from test_attribution import _target_value, option_logprobs
+from test_attribution import _target_value, hand_scores as _hand_scores, option_logprobs
 
 # multi-token option texts (CharTokenizer: " f" is one token, each further character one more)
 QUESTION = nl.MCQuestion(stem="What is 2+2? Think it over.", options=("four", "five", "six or so", "7"), answer=1,
@@ -28,15 +28,6 @@ QUESTION = nl.MCQuestion(stem="What is 2+2? Think it over.", options=("four", "f
 @pytest.fixture(scope="module")
 def lm():
     return tiny_llama(seed=1)
-
-
-def _hand_scores(lm, query, edits=()):
-    scores = option_logprobs(lm, query, edits)
-    if query.lengths is not None:
-        scores = scores / query.lengths.double()
-    if query.priors is not None:
-        scores = scores - query.priors.double()
-    return scores
 
 
 @pytest.mark.parametrize("readout", READOUTS)

@@ -8,7 +8,7 @@ import torch
 import neuronloc as nl
 from neuronloc.attribution import attribute
 from neuronloc.attribution.aggregate import ace, sigma_mask
-from neuronloc.localization import METHODS, locate
+from neuronloc.localization import locate
 from neuronloc.store import Store
 
 from conftest import tiny_llama

@@ -3,8 +3,6 @@ NeurGrad against a measured slope, the additive prediction of a multi-neuron shi
 and the NEG metrics (Fig. 2, Table 1)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 
@@ -16,17 +14,7 @@ from neuronloc.metrics import linearity_table, neg_slope, r_by_range, robustness
 from neuronloc.neg import DELTAS, output_shifts, polarity_shift, sweep
 
 from conftest import tiny_llama
-
-
-@dataclass
-class Example:
-    prompt: str
-    answer: str
-    uid: str = "ex"
-
-
-LETTER = nl.MCQuestion(stem="What is 2+2? Think it over.", options=("4", "5", "6", "7"), answer=1,
-                       instruction="Answer with a letter.")
+from test_attribution import QUESTION as LETTER, Example
 CLOZE = nl.MCQuestion(stem="The capital of Japan is", options=("to", "os", "ky"), answer=0,  # 2 tokens each
                       style="cloze", readout="cloze")
 FREE = Example("Two plus two makes", " 4.")
