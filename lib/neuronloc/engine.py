@@ -36,7 +36,8 @@ import torch
 
 from .hooks import neuron_hooks
 from .models import LM
-from .sites import resolve_site
+from .sites import resolve_site, text_config
+from .targets import SHIFT_INVARIANT
 from .tasks.core import READOUTS, MCQuestion, TaskError, continuation_ids, label_token_ids, render
 
 PRIOR_PROMPT = "Answer:"  # the content-free prompt of the pmi read-out
@@ -91,6 +92,11 @@ class Query:
         return all(len(c) == 1 for c in self.continuations)
 
     @property
+    def first_tokens(self) -> torch.Tensor:
+        """`[n_options]` the first token of each continuation (all of it when single_token)."""
+        return torch.stack([c[0] for c in self.continuations])
+
+    @property
     def answer_tokens(self) -> torch.Tensor:
         return self.continuations[self.answer]
 
@@ -142,7 +148,7 @@ def _replace(query: Query, **changes) -> Query:
 
 def check_context(lm: LM, query: Query) -> None:
     """A prompt plus its longest continuation must fit the model's context."""
-    cfg = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
+    cfg = text_config(lm.model)
     limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
     need = len(query.prompt) + max(len(c) for c in query.continuations) - 1
     if limit and need > limit:
@@ -210,8 +216,7 @@ class Layout:
             if option_logits:
                 scores = x
             else:
-                tokens = torch.stack([c[0] for c in q.continuations]).to(x.device)
-                scores = x.log_softmax(-1)[:, tokens]
+                scores = x.log_softmax(-1)[:, q.first_tokens.to(x.device)]
         else:
             n, per = logits.shape[0] // self.per_condition, self.per_condition
             lp = logits[:, start: start + self.n_read].float().log_softmax(-1).reshape(n, per, self.n_read, -1)
@@ -225,6 +230,13 @@ class Layout:
         if q.priors is not None:
             scores = scores - q.priors.to(scores.device)
         return scores  # [conditions, n_options]
+
+
+def option_logits_suffice(query: Query, target) -> bool:
+    """May the LM head compute only the options' logits? Yes when every option is one
+    token, scores are not divided by lengths, and the target depends on score
+    differences alone (a per-row constant, the log-normaliser, then cancels)."""
+    return target in SHIFT_INVARIANT and query.single_token and query.lengths is None
 
 
 def forward_rows(lm: LM, layout: Layout, cache, option_logits: bool = False, n_input: int | None = None,
@@ -242,12 +254,11 @@ def forward_rows(lm: LM, layout: Layout, cache, option_logits: bool = False, n_i
     q = layout.query
     use_cache = cache is not None and not layout.full
     with cached_rows(lm, cache if use_cache else None, sizes or len(ids), ids.shape[1]) as past, \
-            head_rows(lm, torch.stack([c[0] for c in q.continuations]) if option_logits else None) as restricted:
+            head_rows(lm, q.first_tokens if option_logits else None) as restricted:
         out = lm.model(input_ids=ids, past_key_values=past, use_cache=use_cache,
                        **logits_from(lm.model, layout.width - layout.at))
     if option_logits and not restricted:  # the head could not be swapped: pick the option logits
-        tokens = torch.stack([c[0] for c in q.continuations]).to(out.logits.device)
-        return layout.log_scores(out.logits[..., tokens], option_logits=True)
+        return layout.log_scores(out.logits[..., q.first_tokens.to(out.logits.device)], option_logits=True)
     return layout.log_scores(out.logits, option_logits=option_logits)
 
 
@@ -273,6 +284,17 @@ def restart_rows(model, restart: dict):
 
 
 @torch.no_grad()
+def restart_plan(starts, per: int, n_layers: int, inputs: dict) -> tuple[list[int], dict]:
+    """(rows per layer, `restart_rows` spec) when condition c enters the batch at layer
+    starts[c] (ascending) with `per` rows: below the first start one driver condition
+    runs; inputs: `layer_inputs`."""
+    starts = [int(s) for s in starts]
+    assert starts == sorted(starts), "restart needs conditions sorted by their start layer"
+    first = starts[0]
+    sizes = [per if l < first else per * sum(s <= l for s in starts) for l in range(n_layers)]
+    return sizes, {l: (inputs[l], starts.count(l), l == first) for l in dict.fromkeys(starts)}
+
+
 def layer_inputs(lm: LM, layout: Layout, cache) -> dict:
     """The unedited input of every decoder layer for one condition's rows run after
     `cache`: {layer: `[rows per condition, seq, d]`}."""
@@ -390,7 +412,7 @@ def auto_batch_size(lm: LM, n_layers: int, context: int, most: int = 128) -> int
     $NEURONLOC_MEMORY_GIB (default 2) GiB on the CPU; at most `most` rows (larger CPU
     batches measured slower).
     """
-    cfg = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
+    cfg = text_config(lm.model)
     heads = cfg.num_attention_heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads

@@ -26,12 +26,13 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .engine import Layout, forward_rows, make_query, prefix_cache
+from .engine import Layout, forward_rows, make_query, option_logits_suffice, prefix_cache
 from .hooks import Edit, excite, intervene, silence
 from .metrics import accuracy, comprehension
 from .models import LM
 from .neurons import to_layer_dict
 from .sites import Site, family_of
+from .targets import option_prob
 from .tasks.core import READOUTS, MCQuestion, render
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Seq
             layout = Layout(query, len(chunk))
             edits = [replace(e, rows=layout.condition_rows(r)) for r, cond in enumerate(chunk) for e in cond]
             with intervene(lm.model, site, edits, positions=[layout.at]):
-                scores = forward_rows(lm, layout, cache, option_logits=query.single_token and query.lengths is None)
+                scores = forward_rows(lm, layout, cache, option_logits_suffice(query, option_prob))
             probs[start:start + len(chunk), i, :query.n_options] = scores.softmax(-1).cpu()
     return [_option_eval(questions, p) for p in probs]
 

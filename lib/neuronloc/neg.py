@@ -27,12 +27,13 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from .engine import Layout, Query, forward_rows, layer_inputs, make_query, prefix_cache, restart_rows
+from .engine import (Layout, Query, forward_rows, layer_inputs, make_query, option_logits_suffice, prefix_cache,
+                     restart_plan, restart_rows)
 from .hooks import Edit, intervene
 from .metrics import pearson_r
 from .models import LM
 from .neurons import to_ids, unflat
-from .targets import SHIFT_INVARIANT, answer_logprob, answer_prob, get_target
+from .targets import answer_logprob, answer_prob, get_target
 
 PATHS = ("fast", "reference")
 DELTAS = torch.arange(-50, 51, dtype=torch.float64) / 5  # NEG §2.1: Δ in [-10, 10], step 0.2
@@ -103,7 +104,7 @@ def output_shifts(lm: LM, question, neurons, deltas, target: str = "answer_prob"
         query = _answer_only(query)
     full = path == "reference"
     cache = None if full else prefix_cache(lm, query.prefix)
-    option_logits = target_fn in SHIFT_INVARIANT and query.single_token and query.lengths is None
+    option_logits = option_logits_suffice(query, target_fn)
     answer = torch.tensor([query.answer])
     per = Layout(query, 1).per_condition
     # fast path: a condition's rows enter the batch at its lowest edited layer, restarted
@@ -120,10 +121,8 @@ def output_shifts(lm: LM, question, neurons, deltas, target: str = "answer_prob"
             start = None if full else starts[chunk]
             edits = _edits(layout, site_, neurons[chunk], deltas[chunk], start)
             if not full:
-                first = int(start[0])
                 n_input = 1  # one driver condition below the first restart
-                sizes = [per if l < first else per * int((start <= l).sum()) for l in range(site_.n_layers)]
-                restart = {l: (inputs[l], int((start == l).sum()), l == first) for l in start.unique().tolist()}
+                sizes, restart = restart_plan(start.tolist(), per, site_.n_layers, inputs)
         with intervene(lm.model, site_, edits, positions=[layout.at]), restart_rows(lm.model, restart):
             scores = forward_rows(lm, layout, cache, option_logits, n_input, sizes)
         return target_fn(scores.double(), answer.expand(n)).cpu()

@@ -178,7 +178,8 @@ class Site:
         return unflat(flat_id, self.n_inner)
 
 
-def _config(model) -> object:
+def text_config(model) -> object:
+    """The config of the language model (a multimodal config's text part)."""
     cfg = model.config
     return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
@@ -223,7 +224,7 @@ def resolve_site(model: nn.Module, site: str = "ffn.mid") -> Site:
     available = (*family.sites, "embed")
     if site not in available:
         raise UnsupportedModelError(f"site {site!r} is not defined for {family.name!r}; available: {', '.join(available)}")
-    cfg = _config(model)
+    cfg = text_config(model)
     if site == "embed":
         embed = model.get_input_embeddings()
         path = next(name for name, m in model.named_modules() if m is embed)

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import (Layout, Query, auto_batch_size, crop_cache, forward_rows, layer_inputs,
-                      logits_from, make_query, prefix_cache, resolve_layers, restart_rows)
+from ..engine import (Layout, Query, auto_batch_size, crop_cache, forward_rows, layer_inputs, logits_from,
+                      make_query, option_logits_suffice, prefix_cache, resolve_layers, restart_plan, restart_rows)
 from ..hooks import capture, neuron_hooks
 from ..models import LM
-from ..targets import SHIFT_INVARIANT, get_target
+from ..targets import get_target
 from .base import NeuronScores, register
 
 
@@ -79,12 +79,9 @@ def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, c
     probes, bases = {}, {}
 
     n_input, sizes, restart = None, None, {}
-    if inputs is not None:
-        assert all(a[0] <= b[0] for a, b in zip(conditions, conditions[1:])), "restart needs conditions sorted by layer"
-        first = conditions[0][0]  # below it, one driver condition runs
+    if inputs is not None:  # one driver condition below the first layer, then each at its own
         n_input = 1
-        sizes = [per if layer < first else per * sum(l <= layer for l, _ in conditions) for layer in range(site.n_layers)]
-        restart = {l: (inputs[l], len(i) // per, l == first) for l, i in by_layer.items()}
+        sizes, restart = restart_plan([l for l, _ in conditions], per, site.n_layers, inputs)
     answers = torch.full((len(conditions),), query.answer)
     hooks = {l: _scale_hook(l, i, alpha, layout.at, probes, bases) for l, i in by_layer.items()}
     with torch.enable_grad(), neuron_hooks(lm.model, site, hooks), restart_rows(lm.model, restart):
@@ -117,7 +114,7 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
     grad_sum = {l: torch.zeros(site_.n_inner) for l in layers}
     base = {}
     # the head computes only the option logits where the target needs only their differences
-    option_logits = target in SHIFT_INVARIANT and query.single_token and query.lengths is None
+    option_logits = option_logits_suffice(query, target)
     if path == "reference":
         for layer in layers:
             sums, bases = _run_rows(lm, site_, [(layer, a) for a in grid], query, None, target, True,
@@ -181,7 +178,7 @@ def positions_batched(lm: LM, query: Query, target="answer_prob", steps: int = 2
     tokens = torch.cat([query.prompt, answer[:-1]])  # position offset + m predicts y_m
     if not lm.family.shared_prefix or len(tokens) < 2:
         return None
-    grid = torch.tensor(alphas(steps, "linspace").tolist())
+    grid = alphas(steps, "linspace").float()
     layers = resolve_layers(site_.n_layers, layers)
     # one clean forward: the prefix keys/values (every one kept, also under a sliding window)
     # and each layer's input at the n answer positions, where rows restart
