@@ -46,7 +46,7 @@ def neurgrad(repeat: int = 3) -> dict:
 
     t_forward, _ = timed(forward, repeat)
     options = torch.arange(query.n_options)
-    t_neurgrad, (acts, grads) = timed(lambda: answer_position_grads(lm, query, options, "answer_prob"), repeat)
+    t_neurgrad, (acts, grads, _) = timed(lambda: answer_position_grads(lm, query, options, "answer_prob"), repeat)
     return {"forward_seconds": t_forward, "neurgrad_seconds": t_neurgrad, "tokens": len(query.prompt),
             "n_options": query.n_options, "grads_shape": list(grads.shape)}
 

@@ -155,12 +155,13 @@ def test_features_are_neurgrad_per_option_and_cached(tmp_path, monkeypatch):
     assert data.shape == (3, 48) and data.uids == ["cmp/1/2", "cmp/3/1"]
     assert torch.allclose(data.negs[0], neurgrad_options(lm, QUESTIONS[0]).flatten(1), rtol=1e-5, atol=1e-9)
     assert torch.allclose(data.probs.sum(-1), torch.ones(2))
+    from neuronloc.interventions import evaluate_options
+    assert torch.allclose(data.probs, evaluate_options(lm, QUESTIONS).probs[:, :3], atol=1e-6)  # the model's read-out
 
     def fail(*args, **kwargs):
         raise AssertionError("features recomputed")
 
-    monkeypatch.setattr(probes, "answer_position_grads", fail)
-    monkeypatch.setattr(probes, "evaluate_options", fail)
+    monkeypatch.setattr(probes, "answer_position_grads", fail)  # the one forward that makes all three features
     again = probe_features(lm, QUESTIONS, store, dtype=torch.float32, progress=False)
     assert torch.equal(again.negs, data.negs) and torch.equal(again.acts, data.acts)
     with pytest.raises(AssertionError, match="recomputed"):  # another read-out is another key

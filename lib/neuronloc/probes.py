@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 
 from .attribution import answer_position_grads
 from .engine import make_query
-from .interventions import evaluate_options
 from .models import LM
 from .store import Store, key
 
@@ -110,9 +109,8 @@ def question_features(lm: LM, question, target: str = "answer_prob", site: str =
     query = make_query(lm, question, chat=chat, readout=readout)
     if query.n_options < 2:
         raise ValueError("probe features need a multiple-choice question (two or more options)")
-    acts, grads = answer_position_grads(lm, query, torch.arange(query.n_options), target, layers, site)
+    acts, grads, probs = answer_position_grads(lm, query, torch.arange(query.n_options), target, layers, site)
     negs = (grads * torch.sign(acts)).nan_to_num(0.0)  # NeurGrad (NEG Eq. 1)
-    probs = evaluate_options(lm, [question], chat=chat, readout=readout).probs[0, :query.n_options]
     return {"negs": negs.flatten(1).to(dtype), "acts": acts.nan_to_num(0.0).flatten().to(dtype), "probs": probs}
 
 

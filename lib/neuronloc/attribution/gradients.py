@@ -8,24 +8,34 @@ option, NEG probes) ride in one batch, one row each.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
-from ..engine import Layout, Query, forward_rows, make_query, prefix_cache, resolve_layers
+from ..engine import Layout, Query, forward_rows, make_query, option_logits_suffice, prefix_cache, resolve_layers
 from ..hooks import capture
 from ..models import LM
 from ..sites import final_norm
-from ..targets import SHIFT_INVARIANT, get_target
+from ..targets import get_target
 from .base import NeuronScores, register
 
 
+class AnswerGrads(NamedTuple):
+    """acts `[layer, neuron]`; grads `[conditions, layer, neuron]` (None without grad);
+    probs `[n_options]`: the option probabilities of the unedited read-out."""
+    acts: torch.Tensor
+    grads: torch.Tensor | None
+    probs: torch.Tensor
+
+
 def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="answer_prob", layers=None,
-                          site: str = "ffn.mid", grad: bool = True):
-    """Activations and gradients at the answer position.
+                          site: str = "ffn.mid", grad: bool = True) -> AnswerGrads:
+    """Activations and gradients at the answer position, and the option probabilities
+    of the same forward.
 
     answers `[conditions]`: the option each condition scores (e.g. every option, for
     NEG probes); each condition takes its own batch row(s), so one backward gives each
-    its own gradient. Returns (acts `[layer, neuron]`, grads `[conditions, layer,
-    neuron]` or None); layers not asked for hold NaN.
+    its own gradient. Layers not asked for hold NaN.
     """
     site_ = lm.site(site)
     target_fn = get_target(target)
@@ -33,7 +43,7 @@ def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="a
     answers = torch.as_tensor(answers).reshape(-1)
     layout = Layout(query, len(answers))
     cache = prefix_cache(lm, query.prefix)
-    option_logits = target_fn in SHIFT_INVARIANT and query.single_token and query.lengths is None
+    option_logits = option_logits_suffice(query, target_fn)
     with capture(lm.model, site_, layers, positions=[layout.at], grad=grad) as cap:
         with torch.set_grad_enabled(grad):
             scores = forward_rows(lm, layout, cache, option_logits)
@@ -43,12 +53,13 @@ def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="a
     acts = torch.full((site_.n_layers, site_.n_inner), float("nan"))
     for l in layers:
         acts[l] = cap.acts[l][0, 0].float().cpu()
+    probs = scores[0].detach().softmax(-1).cpu()  # conditions differ only in what they score
     if not grad:
-        return acts, None
+        return AnswerGrads(acts, None, probs)
     grads = torch.full((len(answers), site_.n_layers, site_.n_inner), float("nan"))
     for l, g in zip(layers, grads_l):  # a condition's gradient: the sum over its rows
         grads[:, l] = g[:, 0].float().cpu().reshape(len(answers), layout.per_condition, -1).sum(1)
-    return acts, grads
+    return AnswerGrads(acts, grads, probs)
 
 
 def neurgrad_options(lm: LM, question, target: str = "answer_prob", layers=None, site: str = "ffn.mid",
@@ -59,13 +70,13 @@ def neurgrad_options(lm: LM, question, target: str = "answer_prob", layers=None,
     query = make_query(lm, question, chat=chat, readout=readout)
     if query.n_options < 2:
         raise ValueError("neurgrad_options needs a multiple-choice question")
-    acts, grads = answer_position_grads(lm, query, torch.arange(query.n_options), target, layers, site)
+    acts, grads, _ = answer_position_grads(lm, query, torch.arange(query.n_options), target, layers, site)
     return grads * torch.sign(acts)
 
 
 def _single(lm, question, target, layers, site, chat, readout=None):
     query = make_query(lm, question, chat=chat, readout=readout)
-    acts, grads = answer_position_grads(lm, query, torch.tensor([query.answer]), target, layers, site)
+    acts, grads, _ = answer_position_grads(lm, query, torch.tensor([query.answer]), target, layers, site)
     return query, acts, grads[0]
 
 
@@ -102,7 +113,7 @@ def activation(lm: LM, question, target: str = "answer_prob", layers=None, site:
                readout: str | None = None) -> NeuronScores:
     """ACT (NeuronLLM §4.3): the activation value a at the answer position (target unused)."""
     query = make_query(lm, question, chat=chat, readout=readout)
-    acts, _ = answer_position_grads(lm, query, torch.tensor([query.answer]), target, layers, site, grad=False)
+    acts = answer_position_grads(lm, query, torch.tensor([query.answer]), target, layers, site, grad=False).acts
     return _result(acts, "activation", site, query, target, layers=layers)
 
 
