@@ -25,10 +25,11 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
+
+from .store import write_atomic
 
 REGISTRY_PATH = Path(__file__).with_name("claims_registry.json")
 VERDICTS = ("replicated", "not replicated", "n/a")
@@ -135,12 +136,7 @@ def read_claims(path: str | os.PathLike) -> list[Claim]:
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    os.chmod(f.name, 0o644)  # NamedTemporaryFile makes it 0600
-    os.replace(f.name, path)
+    write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------- registry
