@@ -59,27 +59,32 @@ def _target_value(lm, query, target, edits=()):
     return float(TARGETS[target](hand_scores(lm, query, edits)[None], torch.tensor([query.answer])))
 
 
+def hand_ig(lm, query, layer, i, steps, target="option_prob", eps=1e-3):
+    """IG_i = a_i/m * sum_k dF/da_i(k/m * a) (rule "right"), each derivative by central
+    differences of `_target_value` with the whole layer's vector set by hand."""
+    from neuronloc.hooks import capture
+    with torch.no_grad(), capture(lm.model, lm.site(), [layer], positions=[query.position]) as cap:
+        lm.model(input_ids=query.prompt[None])
+    a = cap.acts[layer][0, 0].double()
+    total = 0.0
+    for k in range(1, steps + 1):
+        point = (k / steps) * a
+
+        def f(v):
+            value = point.clone()
+            value[i] = v
+            return _target_value(lm, query, target, [Edit(layer, list(range(len(a))), "set", value.float())])
+        total += (f(point[i] + eps) - f(point[i] - eps)) / (2 * eps)
+    return float(a[i]) * total / steps
+
+
 def test_ig_equals_hand_riemann_sum_of_finite_differences(lm):
     """IG_i = a_i/m * sum_k dF/da_i(k/m * a), with the derivative taken by central differences."""
     query = make_query(lm, QUESTION)
     steps, layer = 4, 1
     scores = integrated_gradients(lm, query, "option_prob", steps=steps, rule="right", layers=[layer])
-    from neuronloc.hooks import capture
-    with torch.no_grad(), capture(lm.model, lm.site(), [layer], positions=[query.position]) as cap:
-        lm.model(input_ids=query.prompt[None])
-    a = cap.acts[layer][0, 0].double()
-    eps = 1e-3
     for i in (0, 7, 30):
-        total = 0.0
-        for k in range(1, steps + 1):
-            point = (k / steps) * a
-            def f(v):
-                value = point.clone()
-                value[i] = v
-                return _target_value(lm, query, "option_prob", [Edit(layer, list(range(len(a))), "set", value.float())])
-            total += (f(point[i] + eps) - f(point[i] - eps)) / (2 * eps)
-        expected = float(a[i]) * total / steps
-        assert scores[layer, i].item() == pytest.approx(expected, rel=2e-2, abs=1e-7)
+        assert scores[layer, i].item() == pytest.approx(hand_ig(lm, query, layer, i, steps), rel=2e-2, abs=1e-7)
     assert torch.isnan(scores[0]).all() and torch.isnan(scores[2]).all()
 
 

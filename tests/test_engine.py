@@ -18,7 +18,7 @@ from neuronloc.metrics import neg_slope
 from neuronloc.tasks import READOUTS, TaskError
 
 from conftest import tiny_llama
-from test_attribution import _target_value, hand_scores as _hand_scores, option_logprobs
+from test_attribution import _target_value, hand_ig, hand_scores as _hand_scores, option_logprobs
 
 # multi-token option texts (CharTokenizer: " f" is one token, each further character one more)
 QUESTION = nl.MCQuestion(stem="What is 2+2? Think it over.", options=("four", "five", "six or so", "7"), answer=1,
@@ -70,22 +70,8 @@ def test_ig_cloze_equals_hand_riemann_sum_of_finite_differences(lm):
     query = make_query(lm, replace(QUESTION, readout="cloze"))
     steps, layer = 3, 1
     scores = integrated_gradients(lm, query, "option_prob", steps=steps, layers=[layer])
-    from neuronloc.hooks import capture
-    with torch.no_grad(), capture(lm.model, lm.site(), [layer], positions=[query.position]) as cap:
-        lm.model(input_ids=query.prompt[None])
-    a = cap.acts[layer][0, 0].double()
-    eps = 1e-3
     for i in (2, 19):
-        total = 0.0
-        for k in range(1, steps + 1):
-            point = (k / steps) * a
-
-            def f(v):
-                value = point.clone()
-                value[i] = v
-                return _target_value(lm, query, "option_prob", [Edit(layer, list(range(len(a))), "set", value.float())])
-            total += (f(point[i] + eps) - f(point[i] - eps)) / (2 * eps)
-        assert scores[layer, i].item() == pytest.approx(float(a[i]) * total / steps, rel=2e-2, abs=1e-7)
+        assert scores[layer, i].item() == pytest.approx(hand_ig(lm, query, layer, i, steps), rel=2e-2, abs=1e-7)
 
 
 def test_neurgrad_cloze_matches_measured_slope(lm):
