@@ -31,13 +31,15 @@ def lm():
 
 
 @pytest.mark.parametrize("readout", READOUTS)
-@pytest.mark.parametrize("full", [False, True])
-def test_option_scores_equal_hand_log_likelihoods(lm, readout, full):
-    """Batched rows (after the prefix cache, or whole prompts) give each option's summed
-    log-probability computed from one plain forward per option (cloze_norm: / characters,
-    pmi: - log P(option | "Answer:"))."""
+@pytest.mark.parametrize("rows", ["full", "per_option", "tree"])
+def test_option_scores_equal_hand_log_likelihoods(lm, readout, rows):
+    """Batched rows (after the prefix cache: one per option, or one tree per condition;
+    or whole prompts) give each option's summed log-probability computed from one plain
+    forward per option (cloze_norm: / characters, pmi: - log P(option | "Answer:"))."""
     query = make_query(lm, replace(QUESTION, readout=readout))
-    layout = Layout(query, 2, full=full)
+    full = rows == "full"
+    layout = Layout(query, 2, full=full, tree=rows == "tree")
+    assert layout.tree == (rows == "tree" and readout != "letter")
     with torch.no_grad():
         scores = forward_rows(lm, layout, None if full else prefix_cache(lm, query.prefix))
     expected = _hand_scores(lm, query)
@@ -165,6 +167,27 @@ def test_competence_is_a_binomial_test_against_chance(lm):
         competence(lm, nl.qatt(nl.Task("t", questions[:1])).questions, "cloze")
 
 
+def test_rows_layout_is_a_tree_only_where_rows_share_the_prefix(lm):
+    """One row per condition for multi-token options after a shared prefix; one row per
+    option where there is no cache or the family keeps plain attention (Gemma 2)."""
+    from neuronloc.engine import rows_layout
+
+    cloze, letter = make_query(lm, QUESTION, readout="cloze"), make_query(lm, QUESTION, readout="letter")
+    cache = prefix_cache(lm, cloze.prefix)
+    tree = rows_layout(lm, cloze, 3, cache)
+    assert tree.tree and tree.per_condition == 1 and tree.input_ids().shape == (3, tree.width)
+    # the answer position, then each option's tokens but its last (" four" -> 4 of 5 tokens, ...)
+    assert tree.width == 1 + sum(len(c) - 1 for c in cloze.continuations)
+    assert not rows_layout(lm, cloze, 3, None).tree
+    assert not rows_layout(lm, letter, 3, prefix_cache(lm, letter.prefix)).tree
+    from test_sites import build
+    from conftest import CharTokenizer
+    from neuronloc.models import from_module
+    gemma = from_module(build("gemma2"), CharTokenizer(), name="gemma2")
+    gq = Query(torch.arange(2, 8), (torch.tensor([9, 10]), torch.tensor([11, 12, 13])))
+    assert not rows_layout(gemma, gq, 3, prefix_cache(gemma, gq.prefix)).tree
+
+
 def test_swapped_modules_are_restored_when_the_body_raises(lm):
     """head_rows swaps the LM head and shared_prefix the attention implementation: both
     come back on an exception inside the block."""
@@ -173,7 +196,7 @@ def test_swapped_modules_are_restored_when_the_body_raises(lm):
     query = make_query(lm, QUESTION)
     cache = prefix_cache(lm, query.prefix)
     with pytest.raises(RuntimeError, match="inside"):
-        with head_rows(lm, torch.tensor([3, 4])) as swapped, cached_rows(lm, cache, 2, 1):
+        with head_rows(lm, torch.tensor([3, 4])) as swapped, cached_rows(lm, cache, 2, Layout(query, 1, tree=True)):
             assert swapped and lm.model.get_output_embeddings() is not head
             assert lm.model.config._attn_implementation != attn  # the shared-prefix attention is in place
             raise RuntimeError("inside")

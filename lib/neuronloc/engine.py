@@ -20,7 +20,9 @@ the prompt minus its last token runs once into a KV cache (`prefix_cache`) and
 only the answer position and the continuations are re-run, many *conditions* (an IG
 step of a layer, an intervention, a target) in one batch. A condition takes one row
 when every continuation is one token (all options are read at the answer position),
-otherwise one row per option; rows are condition-major (`Layout`). Rows attend to the
+otherwise one row per option, or, where rows share the cached prefix, one *tree* row
+holding the answer position and every option's tokens, each option masked to see only
+itself (`rows_layout`); rows are condition-major (`Layout`). Rows attend to the
 one cached prefix by broadcasting where the family allows it (`prefix_attention`),
 else the prefix is expanded per row; the LM head computes only the option logits
 when the target depends on their differences alone (`head_rows`).
@@ -175,15 +177,38 @@ class Layout:
     cache); full=True: rows hold the whole prompt (the reference path). `at` is the
     answer position's index inside a row. Rows are condition-major: condition c owns
     rows c * per_condition ... (c + 1) * per_condition - 1.
+
+    tree=True (multi-token options after a shared prefix cache, `rows_layout`): one row
+    per condition holds the answer position followed by every option's tokens but its
+    last; `mask` `[width, width]` lets an option's tokens see the answer position and
+    their own earlier tokens only, and `offsets` gives each its position after the
+    answer position, so each option is read as if it had its own row (the answer
+    position and the layers below it are run once instead of once per option).
     """
 
-    def __init__(self, query: Query, n_conditions: int, full: bool = False):
+    def __init__(self, query: Query, n_conditions: int, full: bool = False, tree: bool = False):
         self.query, self.n_conditions, self.full = query, n_conditions, full
-        self.per_condition = 1 if query.single_token else query.n_options
+        self.tree = tree and not full and not query.single_token
+        self.per_condition = 1 if query.single_token or self.tree else query.n_options
         self.at = query.position if full else 0
         lead = query.prompt if full else query.prompt[-1:]
+        self.mask = self.offsets = None
         if query.single_token:
             self.rows = [lead]
+        elif self.tree:
+            self.rows = [torch.cat([lead] + [c[:-1] for c in query.continuations])]
+            n = len(self.rows[0])
+            self.mask = torch.zeros(n, n, dtype=torch.bool)
+            self.mask[:, 0] = True
+            self.offsets = torch.zeros(n, dtype=torch.long)
+            self.starts = []  # row index of each option's first own token
+            start = 1
+            for c in query.continuations:
+                k = len(c) - 1
+                self.starts.append(start)
+                self.mask[start:start + k, start:start + k] = torch.ones(k, k, dtype=torch.bool).tril()
+                self.offsets[start:start + k] = torch.arange(1, k + 1)
+                start += k
         else:
             self.rows = [torch.cat([lead, c[:-1]]) for c in query.continuations]
         self.width = max(len(r) for r in self.rows)
@@ -217,6 +242,14 @@ class Layout:
                 scores = x
             else:
                 scores = x.log_softmax(-1)[:, q.first_tokens.to(x.device)]
+        elif self.tree:  # option o: its first token read at the answer position, the rest at its own tokens
+            lp = logits[:, start:].float().log_softmax(-1)
+            cols = []
+            for o, c in enumerate(q.continuations):
+                c = c.to(lp.device)
+                at = torch.tensor([0, *range(self.starts[o], self.starts[o] + len(c) - 1)], device=lp.device)
+                cols.append(lp[:, at, c].sum(-1))
+            scores = torch.stack(cols, dim=1)
         else:
             n, per = logits.shape[0] // self.per_condition, self.per_condition
             lp = logits[:, start: start + self.n_read].float().log_softmax(-1).reshape(n, per, self.n_read, -1)
@@ -253,9 +286,9 @@ def forward_rows(lm: LM, layout: Layout, cache, option_logits: bool = False, n_i
     ids = layout.input_ids(n_input).to(lm.device)
     q = layout.query
     use_cache = cache is not None and not layout.full
-    with cached_rows(lm, cache if use_cache else None, sizes or len(ids), ids.shape[1]) as past, \
+    with cached_rows(lm, cache if use_cache else None, sizes or len(ids), layout) as (past, positions), \
             head_rows(lm, q.first_tokens if option_logits else None) as restricted:
-        out = lm.model(input_ids=ids, past_key_values=past, use_cache=use_cache,
+        out = lm.model(input_ids=ids, past_key_values=past, use_cache=use_cache, **positions,
                        **logits_from(lm.model, layout.width - layout.at))
     if option_logits and not restricted:  # the head could not be swapped: pick the option logits
         return layout.log_scores(out.logits[..., q.first_tokens.to(out.logits.device)], option_logits=True)
@@ -301,8 +334,9 @@ def layer_inputs(lm: LM, layout: Layout, cache) -> dict:
     seen, site = {}, resid_pre(lm.model)
     record = {layer: (lambda h, layer=layer: seen.__setitem__(layer, h.detach())) for layer in range(site.n_layers)}
     ids = layout.input_ids(1).to(lm.device)
-    with neuron_hooks(lm.model, site, record), cached_rows(lm, cache, len(ids), ids.shape[1]) as past:
-        lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None, **logits_from(lm.model, 1))
+    with neuron_hooks(lm.model, site, record), cached_rows(lm, cache, len(ids), layout) as (past, positions):
+        lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None, **positions,
+                 **logits_from(lm.model, 1))
     return seen
 
 
@@ -359,21 +393,38 @@ def crop_cache(cache, length: int):
 
 
 @contextmanager
-def cached_rows(lm: LM, cache, sizes, new: int):
-    """`past_key_values` for running batch rows of `new` positions after the prefix
-    `cache` (batch 1).
+def cached_rows(lm: LM, cache, sizes, layout: Layout):
+    """(`past_key_values`, extra forward kwargs) for running `layout`'s rows after the
+    prefix `cache` (batch 1).
 
     Where the family supports it, rows attend to the one shared prefix by
     broadcasting (`prefix_attention`); otherwise the prefix is expanded to `sizes` rows
-    (an int, or one per layer) and concatenated per row.
+    (an int, or one per layer) and concatenated per row. A tree layout (`rows_layout`
+    made one only where the prefix is shared) adds its attention mask and position ids.
     """
     from . import prefix_attention
 
-    if cache is not None and prefix_attention.supported(lm, cache.get_seq_length() + new):
+    if layout.tree:
+        length = cache.get_seq_length()
+        positions = (length + layout.offsets)[None].to(lm.device)
+        with prefix_attention.shared_prefix(lm, cache, mask=layout.mask) as past:
+            yield past, {"position_ids": positions}
+    elif cache is not None and prefix_attention.supported(lm, cache.get_seq_length() + layout.width):
         with prefix_attention.shared_prefix(lm, cache) as past:
-            yield past
+            yield past, {}
     else:
-        yield expand_cache(cache, sizes, lm.model.config)
+        yield expand_cache(cache, sizes, lm.model.config), {}
+
+
+def rows_layout(lm: LM, query: Query, n_conditions: int, cache) -> Layout:
+    """The layout of `n_conditions` conditions run after the prefix `cache`: a tree
+    (one row per condition) for multi-token options where the family's rows may share
+    the cached prefix, else one row per option (`Layout`)."""
+    from . import prefix_attention
+
+    tree = (cache is not None and not query.single_token and query.n_options > 1
+            and prefix_attention.supported(lm, len(query.prompt) + sum(len(c) for c in query.continuations)))
+    return Layout(query, n_conditions, tree=tree)
 
 
 @contextmanager

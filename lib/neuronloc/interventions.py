@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .engine import Layout, forward_rows, make_query, option_logits_suffice, prefix_cache
+from .engine import Layout, forward_rows, make_query, option_logits_suffice, prefix_cache, rows_layout
 from .hooks import Edit, excite, intervene, silence
 from .metrics import accuracy, comprehension
 from .models import LM
@@ -177,10 +177,10 @@ def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Seq
     for i, q in enumerate(tqdm(questions, desc="evaluate", disable=not progress, leave=False)):
         query = make_query(lm, q, chat=chat, readout=readout)
         cache = prefix_cache(lm, query.prefix)
-        step = max(1, rows // Layout(query, 1).per_condition)
+        step = max(1, rows // rows_layout(lm, query, 1, cache).per_condition)
         for start in range(0, len(conditions), step):
             chunk = conditions[start:start + step]
-            layout = Layout(query, len(chunk))
+            layout = rows_layout(lm, query, len(chunk), cache)
             edits = [replace(e, rows=layout.condition_rows(r)) for r, cond in enumerate(chunk) for e in cond]
             with intervene(lm.model, site, edits, positions=[layout.at]):
                 scores = forward_rows(lm, layout, cache, option_logits_suffice(query, option_prob))

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import (Layout, Query, forward_rows, layer_inputs, make_query, option_logits_suffice, prefix_cache,
-                     restart_plan, restart_rows)
+                     restart_plan, restart_rows, rows_layout)
 from .hooks import Edit, intervene
 from .metrics import pearson_r
 from .models import LM
@@ -106,16 +106,16 @@ def output_shifts(lm: LM, question, neurons, deltas, target: str = "answer_prob"
     cache = None if full else prefix_cache(lm, query.prefix)
     option_logits = option_logits_suffice(query, target_fn)
     answer = torch.tensor([query.answer])
-    per = Layout(query, 1).per_condition
+    per = (Layout(query, 1, full=True) if full else rows_layout(lm, query, 1, cache)).per_condition
     # fast path: a condition's rows enter the batch at its lowest edited layer, restarted
     # from that layer's unedited input, so the layers below its edits are not re-run
     starts = neurons.min(1).values // site_.n_inner
     order = torch.argsort(starts, stable=True) if not full else torch.arange(len(deltas))
-    inputs = None if full else layer_inputs(lm, Layout(query, 1), cache)
+    inputs = None if full else layer_inputs(lm, rows_layout(lm, query, 1, cache), cache)
 
     def run(chunk=None):
         n = 1 if chunk is None else len(chunk)
-        layout = Layout(query, n, full=full)
+        layout = Layout(query, n, full=True) if full else rows_layout(lm, query, n, cache)
         edits, n_input, sizes, restart = [], None, None, {}
         if chunk is not None:
             start = None if full else starts[chunk]

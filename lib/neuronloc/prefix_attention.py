@@ -17,6 +17,10 @@ at absolute positions offset, offset + 1, ...: position s attends to the prefix 
 before offset + s (within the sliding window, if any) and to itself only, as if each
 were the last token of its own row after its own prefix. CNL's per-position IG then
 runs every answer position of a teacher-forced answer in one row (`ig_positions`).
+
+A tree of new positions (`mask=`): every new position sees the whole prefix and the new
+positions the mask allows; `engine.Layout(tree=True)` puts the answer position and all
+options' tokens in one row this way, each option seeing the answer position and itself.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from .sites import family_of
 
 NAME = "neuronloc_shared_prefix"
 _PREFIX: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-_OFFSET: dict[str, int] = {}  # "offset": absolute position of the first new position (independent mode)
+_OFFSET: dict = {}  # "offset": absolute position of the first new position (independent mode); "mask": a tree
 
 
 def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -41,7 +45,9 @@ def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, 
     q = query.reshape(b, kv_heads, heads // kv_heads, s, d)
     old = torch.einsum("bkgsd,kpd->bkgsp", q, prefix_k[0].to(q.dtype)) * scaling
     new = torch.einsum("bkgsd,bktd->bkgst", q, key) * scaling
-    if "offset" in _OFFSET:  # independent positions: the prefix before each one's own position, then itself
+    if "mask" in _OFFSET:  # a tree of new positions (engine.Layout): the whole prefix, then the mask
+        causal = _OFFSET["mask"].to(q.device)
+    elif "offset" in _OFFSET:  # independent positions: the prefix before each one's own position, then itself
         at = _OFFSET["offset"] + torch.arange(s, device=q.device)[:, None]
         j = torch.arange(old.shape[-1], device=q.device)[None]
         visible = j < at
@@ -91,12 +97,14 @@ class _PrefixLayer(DynamicLayer):
 
 
 @contextmanager
-def shared_prefix(lm, cache, offset: int | None = None):
+def shared_prefix(lm, cache, offset: int | None = None, mask: torch.Tensor | None = None):
     """Inside the block, forwards attend to `cache`'s prefix (batch 1) from any batch size.
 
     Yields the cache object to pass as `past_key_values` (None for an empty prefix).
     offset: independent positions (see the module docstring); the caller passes their
     `position_ids` (offset, offset + 1, ...) to the forward.
+    mask `[s, s]` (bool): which new positions each new position attends to (besides the
+    whole prefix), instead of the causal triangle; the caller passes their `position_ids`.
     """
     if cache is None and offset is not None:
         raise ValueError("independent positions need a cached prefix")
@@ -114,6 +122,8 @@ def shared_prefix(lm, cache, offset: int | None = None):
     _OFFSET.clear()
     if offset is not None:
         _OFFSET["offset"] = offset
+    if mask is not None:
+        _OFFSET["mask"] = mask
     config._attn_implementation = NAME
     try:
         yield view

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..engine import Layout, Query, forward_rows, make_query, option_logits_suffice, prefix_cache, resolve_layers
+from ..engine import Query, forward_rows, make_query, option_logits_suffice, prefix_cache, resolve_layers, rows_layout
 from ..hooks import capture
 from ..models import LM
 from ..sites import final_norm
@@ -41,8 +41,8 @@ def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="a
     target_fn = get_target(target)
     layers = resolve_layers(site_.n_layers, layers)
     answers = torch.as_tensor(answers).reshape(-1)
-    layout = Layout(query, len(answers))
     cache = prefix_cache(lm, query.prefix)
+    layout = rows_layout(lm, query, len(answers), cache)
     option_logits = option_logits_suffice(query, target_fn)
     with capture(lm.model, site_, layers, positions=[layout.at], grad=grad) as cap:
         with torch.set_grad_enabled(grad):

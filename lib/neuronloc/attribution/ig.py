@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 
 from ..engine import (Layout, Query, auto_batch_size, crop_cache, forward_rows, layer_inputs, logits_from,
-                      make_query, option_logits_suffice, prefix_cache, resolve_layers, restart_plan, restart_rows)
+                      make_query, option_logits_suffice, prefix_cache, resolve_layers, restart_plan, restart_rows,
+                      rows_layout)
 from ..hooks import capture, neuron_hooks
 from ..models import LM
 from ..targets import get_target
@@ -70,7 +71,7 @@ def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, c
     conditions, restarted from that layer's input, so layers below an edit are not re-run.
     Returns ({layer: sum of dF/da over its rows `[n_inner]`}, {layer: unscaled a `[n_inner]`}).
     """
-    layout = Layout(query, len(conditions), full)
+    layout = Layout(query, len(conditions), full=True) if full else rows_layout(lm, query, len(conditions), cache)
     per = layout.per_condition
     by_layer: dict[int, list[int]] = {}
     for c, (layer, _) in enumerate(conditions):
@@ -123,7 +124,7 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
             base.update(bases)
     elif path == "fast":
         cache = prefix_cache(lm, query.prefix) if cache is None else crop_cache(cache, len(query.prefix))
-        layout = Layout(query, 1)
+        layout = rows_layout(lm, query, 1, cache)
         inputs = layer_inputs(lm, layout, cache) if restart else None
         conditions = [(l, a) for l in layers for a in grid]
         context = len(query.prompt) + layout.width
