@@ -84,6 +84,7 @@ def _check(args) -> Path:
     import math
 
     from .models import check_device, check_model_name
+    from .parallel import Shard
     from .tasks.loaders import EXAMPLE_LOADERS, LOADERS, load_examples, load_task
 
     for name in ("n", "proxies", "k", "z", "steps"):
@@ -92,6 +93,9 @@ def _check(args) -> Path:
             raise ValueError(f"--{name} must be at least 1, got {value}")
     if not (math.isfinite(args.sigma) and args.sigma > 0):
         raise ValueError(f"--sigma must be a positive number, got {args.sigma}")
+    shard = Shard.current()  # RANK / WORLD_SIZE of a multi-process launch, checked here
+    if args.no_cache and shard.world > 1:
+        raise ValueError(f"--no-cache cannot be used with {shard.world} processes: they merge their scores through the cache")
     free_form = METHODS[args.method].free_form
     if args.task not in LOADERS and args.task not in EXAMPLE_LOADERS:  # raises "unknown task ...; did you mean ..."
         (load_examples if free_form else load_task)(args.task)
@@ -125,6 +129,7 @@ def _attribute(args) -> None:
     from .localization import locate
     from .models import load_model
     from .neurons import unflat
+    from .parallel import Shard
     from .store import Store, write_atomic
     from .tasks import qatt
     from .tasks.loaders import load_examples, load_task
@@ -144,6 +149,8 @@ def _attribute(args) -> None:
     def rows(ids):
         return [dict(zip(("layer", "neuron"), unflat(i, n_inner)), score=float(res.scores.flatten()[i])) for i in ids]
 
+    if not Shard.current().main:  # several processes (parallel): every one has the scores, rank 0 writes
+        return
     write_atomic(out / "scores.pt", lambda f: torch.save({"scores": res.scores, "example_scores": res.example_scores}, f))
     write_atomic(out / "good.json", json.dumps(rows(res.good), indent=1))
     write_atomic(out / "bad.json", json.dumps(rows(res.bad), indent=1))

@@ -101,9 +101,13 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
 
 
 def check_device(device: str) -> str:
-    """`device` resolved ("auto" -> cuda or cpu) and checked to exist on this machine, before any load."""
+    """`device` resolved ("auto" -> cuda or cpu; cuda:LOCAL_RANK for one of several processes,
+    `parallel`) and checked to exist on this machine, before any load."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        from .parallel import local_device
+        device = local_device() or "cuda"
     try:
         dev = torch.device(device)
     except RuntimeError:

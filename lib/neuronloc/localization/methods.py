@@ -25,6 +25,7 @@ from ..attribution import attribute
 from ..attribution.aggregate import ace, kn_select, scale_z, sigma_mask
 from ..models import LM
 from ..neurons import bottom_k, top_k
+from ..parallel import Shard, gather
 from ..store import Store, key
 from ..tasks.core import MCQuestion
 
@@ -117,15 +118,29 @@ METHODS: dict[str, Method] = {
 
 
 def question_scores(lm: LM, questions, scorer: str, target: str, store: Store | None = None,
-                    progress: bool = True, desc: str = "", **params) -> torch.Tensor:
-    """Scores of every question: `[question, layer, neuron]`, cached per question."""
-    out = []
-    for q in tqdm(list(questions), desc=desc or f"{scorer}/{target}", disable=not progress, leave=False):
-        run = lambda: attribute(scorer, lm, q, target=target, **params).scores
-        keyed = {p: v for p, v in params.items() if p != "batch_size"}  # batching does not change scores
-        out.append(run() if store is None else
-                   store.cached(key(model=lm, question=q, scorer=scorer, target=target, params=keyed), run))
-    return torch.stack(out)
+                    progress: bool = True, desc: str = "", shard: Shard | None = None, **params) -> torch.Tensor:
+    """Scores of every question: `[question, layer, neuron]`, cached per question.
+
+    shard: this process's share when several processes split the questions (default
+    `Shard.current()`, from the launcher's RANK / WORLD_SIZE): it scores questions
+    i % world == rank into `store`, then reads the others' from it (`parallel`).
+    """
+    questions = list(questions)
+    shard = shard or Shard.current()
+    keyed = {p: v for p, v in params.items() if p != "batch_size"}  # batching does not change scores
+    keys = [None if store is None else key(model=lm, question=q, scorer=scorer, target=target, params=keyed)
+            for q in questions]
+    if shard.world > 1 and store is None:
+        raise ValueError(f"{shard.world} processes merge their scores through the score cache: pass a store "
+                         "(the CLI's --no-cache cannot be used with several processes)")
+    out = {}
+    for i in tqdm(shard.mine(len(questions)), desc=desc or f"{scorer}/{target}", disable=not progress, leave=False):
+        run = lambda q=questions[i]: attribute(scorer, lm, q, target=target, **params).scores
+        out[i] = run() if store is None else store.cached(keys[i], run)
+    if shard.world > 1:
+        rest = [i for i in range(len(questions)) if i not in out]
+        out.update(zip(rest, gather(store, [keys[i] for i in rest], progress=progress)))
+    return torch.stack([out[i] for i in range(len(questions))])
 
 
 def by_example(questions, scores: torch.Tensor) -> torch.Tensor:
