@@ -106,3 +106,24 @@ def test_generality():
     assert generality([2, 2, 2, 2]) == 1.0                          # full coverage, even spread
     assert generality([8, 0, 0, 0]) == 0.0                          # all in one bin
     assert generality([0, 0, 0]) == 0.0                             # no linear neuron anywhere
+
+
+def test_change_ci_by_hand():
+    """Signed RAC / RCC of a hand-made case; the interval holds the value, resamples whole
+    examples (a constant change per example gives a zero-width interval) and is seeded."""
+    from neuronloc.metrics import change_ci, relative_change
+    # 4 examples x 3 proxies; base: 2, 3, 1, 2 right (acc 8/12, com 3/4); edited: 1, 3, 0, 2 (acc 6/12, com 2/4)
+    ids = [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    base = [1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 0, 1]
+    edited = [1, 0, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1]
+    v, lo, hi = change_ci(base, edited, ids, "acc", n_resamples=500)
+    assert v == pytest.approx(100 * (6 - 8) / 8)
+    assert v == pytest.approx(-relative_change(8 / 12, 6 / 12, "down").value)
+    assert lo <= v <= hi and lo < hi
+    assert change_ci(base, edited, ids, "acc", n_resamples=500) == (v, lo, hi)  # seeded
+    c, _, _ = change_ci(base, edited, ids, "com", n_resamples=200)
+    assert c == pytest.approx(100 * (2 / 4 - 3 / 4) / (3 / 4))
+    # every example loses exactly one right proxy of its 2: the change is -50 % in every resample
+    same = change_ci([1, 1, 0] * 4, [1, 0, 0] * 4, ids, "acc", n_resamples=200)
+    assert same[0] == pytest.approx(-50) and same[1] == pytest.approx(-50) and same[2] == pytest.approx(-50)
+    assert math.isnan(change_ci([0] * 12, [1] * 12, ids)[0])

@@ -1,6 +1,6 @@
 """Metrics of the three papers.
 
-NeuronLLM §4.2: Acc, Com, RAC, RCC (with 'Fail'). CNL Eq. 6 and 9: coincidence rate,
+NeuronLLM §4.2: Acc, Com, RAC, RCC (with 'Fail'; `change_ci`: signed, with a bootstrap interval). CNL Eq. 6 and 9: coincidence rate,
 overlap, IoU, neuron fraction. NEG §2.2, §3.2, App. A: zero-intercept slope (NEG),
 Pearson r, MAE, linear-neuron ratio, polarity, layer/prompt generality (LG/PG).
 
@@ -11,6 +11,7 @@ collections of flat ids (see `neuronloc.neurons`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,45 @@ def relative_change(original: float, intervened: float, direction: str) -> Chang
 
 rac = relative_change  # RAC: relative_change(acc_original, acc_intervened, direction)
 rcc = relative_change  # RCC: relative_change(com_original, com_intervened, direction)
+
+
+def change_ci(base_correct, edited_correct, example_ids, metric: str = "acc", n_resamples: int = 1000,
+              level: float = 0.95, seed: int = 0, min_correct: int = 2) -> tuple[float, float, float]:
+    """Signed relative change in % of Acc (metric="acc", RAC with its sign) or Com
+    ("com", RCC) from `base_correct` to `edited_correct` (`[question]` bool, the same
+    questions), with a percentile bootstrap interval over examples (proxies of one
+    example resampled together, paired: scipy.stats.bootstrap).
+
+    Returns (change, low, high); negative = the intervention lowered the metric.
+    |change| is `relative_change(...).value`. nan where the base is 0.
+    """
+    import numpy as np
+    from scipy import stats
+
+    if metric not in ("acc", "com"):
+        raise ValueError(f"metric must be 'acc' or 'com', got {metric!r}")
+    base, edited = torch.as_tensor(base_correct).long(), torch.as_tensor(edited_correct).long()
+    _, group = torch.unique(torch.as_tensor(example_ids), return_inverse=True)
+    n = int(group.max()) + 1
+    per_b = torch.zeros(n, dtype=torch.long).index_add_(0, group, base).double().numpy()
+    per_e = torch.zeros(n, dtype=torch.long).index_add_(0, group, edited).double().numpy()
+    if metric == "com":
+        per_b, per_e = (per_b >= min_correct).astype(float), (per_e >= min_correct).astype(float)
+
+    def stat(b, e, axis=-1):
+        mb = b.mean(axis=axis)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(mb > 0, 100 * (e.mean(axis=axis) - mb) / mb, np.nan)
+
+    value = float(stat(per_b, per_e))
+    if n < 2 or not math.isfinite(value):
+        return value, math.nan, math.nan
+    with warnings.catch_warnings():  # every resample equal (e.g. the same change in every example): a point
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap((per_b, per_e), stat, paired=True, vectorized=True, n_resamples=n_resamples,
+                              confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
+    low, high = res.confidence_interval
+    return value, float(low), float(high)
 
 
 def format_cell(rac_change: Change, rcc_change: Change) -> str:
