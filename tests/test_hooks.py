@@ -426,3 +426,20 @@ def test_silencing_smollm2_neurons(smol):
     assert torch.equal(cap.acts[10][0, -1, neurons], torch.zeros(50))
     assert torch.equal(cap.acts[10][0, -1, others], plain_cap.acts[10][0, -1, others])
     assert n_hooks(smol.model) == 0
+
+
+def test_count_passes_counts_forwards_backwards_and_rows():
+    from conftest import tiny_llama
+    from neuronloc.hooks import count_passes
+
+    lm = tiny_llama()
+    ids = torch.randint(2, 100, (3, 5))
+    with count_passes(lm.model) as n:
+        with torch.no_grad():
+            lm.model(input_ids=ids)
+        embeds = lm.model.get_input_embeddings()(ids[:2]).detach().requires_grad_()
+        lm.model(inputs_embeds=embeds).logits.sum().backward()
+    assert (n.forward, n.backward, n.rows) == (2, 1, 5)
+    with torch.no_grad():
+        lm.model(input_ids=ids)  # hooks gone after the block
+    assert n.forward == 2

@@ -300,3 +300,36 @@ def silence(layer_neurons: dict[int, Sequence[int]]) -> list[Edit]:
 def excite(layer_neurons: dict[int, Sequence[int]], factor: float = 2.0) -> list[Edit]:
     """Edits that multiply the given neurons by `factor` (NeuronLLM §3.5: 2x)."""
     return [Edit(l, ns, "scale", factor) for l, ns in layer_neurons.items() if len(ns)]
+
+
+@dataclass
+class Passes:
+    """Forward and backward passes through a model counted by `count_passes` (a batched
+    pass of many rows counts once), and the rows they carried."""
+
+    forward: int = 0
+    backward: int = 0
+    rows: int = 0
+
+
+@contextmanager
+def count_passes(model: nn.Module):
+    """Inside the block, count the model's forward and backward passes: hooks on the final
+    norm (`sites.final_norm`), which every pass that reaches the head crosses once."""
+    from .sites import final_norm
+
+    norm, n = final_norm(model), Passes()
+
+    def fwd(module, args, out):
+        n.forward += 1
+        n.rows += args[0].shape[0]
+
+    def bwd(module, grad_out):
+        n.backward += 1
+
+    handles = [norm.register_forward_hook(fwd), norm.register_full_backward_pre_hook(bwd)]
+    try:
+        yield n
+    finally:
+        for h in handles:
+            h.remove()

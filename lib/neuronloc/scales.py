@@ -94,6 +94,21 @@ class NEG:
 
 
 @dataclass(frozen=True)
+class Cross:
+    """Every localizer of the three papers under one protocol (notebook 07; ours, no paper)."""
+
+    tasks: tuple[str, ...] = tuple(f"neuronllm/{t}" for t in ("ner", "chunking", "sentiment", "commonsense")) + tuple(
+        f"mceval8k/{t}" for t in ("myriadlama", "commensenseqa", "agnews", "paws"))  # NeuronLLM's 4 + 4 of NEG's
+    methods: tuple[str, ...] = ("ace", "tn", "qrnca", "kn", "cnl", "neurgrad", "act", "random")  # localization.METHODS
+    n_competence: int = 100  # questions per task that choose the read-out (= scripts/competence.py's n)
+    n_ident: int = 5  # identification examples per set; two disjoint sets give the stability IoU (NeuronLLM's tr = 5)
+    n_eval: int = 100  # evaluation questions per task (NeuronLLM A.1: 100)
+    k: int = 100  # budget: neurons per intervention, every method (NeuronLLM's K)
+    random_seeds: int = 5  # RANDOM baselines drawn
+    bootstrap: int = 1000  # resamples of the RAC intervals
+
+
+@dataclass(frozen=True)
 class Scale:
     """One preset. `z` and `k` of NeuronLLM may be counts or shares of the model's neurons."""
 
@@ -104,6 +119,7 @@ class Scale:
     seeds: tuple[int, ...] = (0,)  # repetitions with different seeds (the papers report one run)
     bootstrap: int = 1000  # resamples for confidence intervals (ours; the papers give none)
     competence_n: int = 100  # questions per task to test the model's competence per read-out (issue 10 item 6)
+    cross: Cross = Cross()
 
     def z(self, n_neurons: int) -> int:
         """NeuronLLM's per-example cut z for a model with `n_neurons` FFN neurons."""
@@ -145,6 +161,7 @@ DEFAULT = Scale(
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
         n_probe_train=1024, n_probe_valid=200, n_probe_test=200, probe_sizes=tuple(2 ** i for i in range(12))),
     bootstrap=1000,
+    cross=Cross(n_ident=3, n_eval=40),
 )
 
 # CI: every code path once, minutes in all; the results mean nothing.
@@ -161,6 +178,8 @@ SMOKE = Scale(
         probe_sizes=(1, 4, 16), few_shot=False, tree_max_log2=4, robustness_neurons=4),
     bootstrap=100,
     competence_n=24,
+    cross=Cross(tasks=("neuronllm/sentiment", "mceval8k/myriadlama"), n_competence=8, n_ident=1, n_eval=4, k=20,
+                random_seeds=2, bootstrap=100),
 )
 
 SCALES = {s.name: s for s in (SMOKE, DEFAULT, PAPER)}
@@ -176,4 +195,4 @@ def get(name: str | Scale) -> Scale:
         raise ValueError(f"unknown SCALE {name!r}: use one of {', '.join(map(repr, SCALES))}") from None
 
 
-__all__ = ["Scale", "NeuronLLM", "CNL", "NEG", "SMOKE", "DEFAULT", "PAPER", "SCALES", "get"]
+__all__ = ["Scale", "NeuronLLM", "CNL", "NEG", "Cross", "SMOKE", "DEFAULT", "PAPER", "SCALES", "get"]
