@@ -36,3 +36,20 @@ def test_save_writes_png_and_pdf_deterministically(tmp_path):
         assert b"CreationDate" not in paths[1].read_bytes()
         digests.append([hashlib.sha256(p.read_bytes()).hexdigest() for p in paths])
     assert digests[0] == digests[1]
+
+
+def test_overlap_heatmap_and_change_intervals_draw_the_table():
+    import pandas as pd
+    plots.style()
+    table = pd.DataFrame([[1.0, 0.25], [0.25, 1.0]], index=["a", "b"], columns=["a", "b"])
+    fig = plots.overlap_heatmap(table)
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["0.25", "0.25", "1.00", "1.00"]
+    plt.close(fig)
+    changes = pd.DataFrame(dict(task=["t/x"] * 3, method=["a", "b", "b"], op=["Deg", "Deg", "Enh"],
+                                rac=[-10.0, 5.0, 2.0], low=[-20.0, 0.0, 1.0], high=[-1.0, 9.0, 3.0]))
+    fig = plots.change_intervals(changes, order=["a", "b"])
+    ax = fig.axes[0]
+    points = sorted(y for line in ax.get_lines() for y in np.atleast_1d(line.get_ydata()).tolist() if y != 0)
+    assert [-10.0, 2.0, 5.0] == [p for p in points if p in (-10.0, 2.0, 5.0)]
+    assert ax.get_title() == "x"
+    plt.close(fig)

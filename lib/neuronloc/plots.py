@@ -65,3 +65,39 @@ def top_neurons_per_layer(top: Mapping[str, Sequence[int]], n_layers: int, n_inn
     ax.set_title(title or "Where the top neurons are, per layer")
     ax.legend(title=None)
     return fig
+
+
+def overlap_heatmap(table: pd.DataFrame, title: str | None = None) -> plt.Figure:
+    """A square table of set overlaps in [0, 1] (e.g. Jaccard of methods' neuron sets), annotated."""
+    n = len(table)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.6 + 0.5 * n))
+    sns.heatmap(table, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="mako", square=True, cbar=False, ax=ax)
+    ax.set(xlabel=None, ylabel=None)
+    ax.set_title(title or "Overlap of neuron sets")
+    return fig
+
+
+def change_intervals(changes: pd.DataFrame, order: Sequence[str], title: str | None = None) -> plt.Figure:
+    """Signed relative changes (%) with their intervals: one panel per task, one point per
+    method and intervention. `changes`: columns task, method, op, rac, low, high (several
+    rows of one method, e.g. random seeds, are drawn side by side)."""
+    tasks = list(dict.fromkeys(changes["task"]))
+    ops = list(dict.fromkeys(changes["op"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), sharey=True, squeeze=False)
+    colors = dict(zip(ops, sns.color_palette(PALETTE, len(ops))))
+    for ax, task in zip(axes[0], tasks):
+        part = changes[changes["task"] == task]
+        for j, op in enumerate(ops):
+            rows = part[part["op"] == op]
+            x = np.array([order.index(m) for m in rows["method"]], dtype=float) + (j - (len(ops) - 1) / 2) * 0.25
+            ax.errorbar(x, rows["rac"], yerr=[rows["rac"] - rows["low"], rows["high"] - rows["rac"]], fmt="o",
+                        ms=3, lw=1, color=colors[op], label=op)
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set_xticks(range(len(order)), order, rotation=60)
+        ax.set_title(task.split("/")[-1])
+    axes[0][0].set_ylabel("signed RAC (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    keep = dict(zip(labels, handles))
+    fig.legend(keep.values(), keep.keys(), loc="upper right")
+    fig.suptitle(title or "Relative accuracy change per method")
+    return fig
