@@ -104,6 +104,7 @@ class Cross:
     n_ident: int = 5  # identification examples per set; two disjoint sets give the stability IoU (NeuronLLM's tr = 5)
     n_eval: int = 100  # evaluation questions per task (NeuronLLM A.1: 100)
     k: int = 100  # budget: neurons per intervention, every method (NeuronLLM's K)
+    ig_steps: int | None = None  # IG steps of every IG-based method (None = each method's own: 16, CNL 20)
     random_seeds: int = 5  # RANDOM baselines drawn
     bootstrap: int = 1000  # resamples of the RAC intervals
 
@@ -161,7 +162,7 @@ DEFAULT = Scale(
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
         n_probe_train=1024, n_probe_valid=200, n_probe_test=200, probe_sizes=tuple(2 ** i for i in range(12))),
     bootstrap=1000,
-    cross=Cross(n_ident=3, n_eval=40),
+    cross=Cross(n_ident=3, n_eval=40, ig_steps=8),  # m = 8 for every IG method: half the time
 )
 
 # CI: every code path once, minutes in all; the results mean nothing.
@@ -179,7 +180,7 @@ SMOKE = Scale(
     bootstrap=100,
     competence_n=24,
     cross=Cross(tasks=("neuronllm/sentiment", "mceval8k/myriadlama"), n_competence=8, n_ident=1, n_eval=4, k=20,
-                random_seeds=2, bootstrap=100),
+                ig_steps=2, random_seeds=2, bootstrap=100),
 )
 
 SCALES = {s.name: s for s in (SMOKE, DEFAULT, PAPER)}
