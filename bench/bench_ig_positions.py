@@ -22,8 +22,10 @@ def main(n_answer: int = 100, steps: int = 20, n_layers: int | None = None, name
     import torch
 
     layers = None if n_layers is None else list(range(n_layers))
+    load_before = os.getloadavg()[0]  # other processes on the machine slow both paths (2 threads: badly)
     fast = run_phase("ig_positions", path="fast", steps=steps, n_answer=n_answer, layers=layers)
     loop = run_phase("ig_positions", path="loop", steps=steps, n_answer=n_answer, layers=layers)
+    load_after = os.getloadavg()[0]
     a, b = np.nan_to_num(fast["scores"]), np.nan_to_num(loop["scores"])
     err = np.abs(a - b).max() / np.abs(b).max()
     write(name, {
@@ -33,6 +35,7 @@ def main(n_answer: int = 100, steps: int = 20, n_layers: int | None = None, name
         "batched_seconds": round(fast["seconds"], 3), "loop_seconds": round(loop["seconds"], 3),
         "speedup": round(loop["seconds"] / fast["seconds"], 2), "max_rel_err": float(err),
         "batched_peak_rss_gib": round(fast["peak_rss_gib"], 2), "loop_peak_rss_gib": round(loop["peak_rss_gib"], 2),
+        "load_average_1min": [round(load_before, 2), round(load_after, 2)],
     })
 
 
