@@ -139,9 +139,9 @@ DEFAULT = Scale(
     "default",
     NeuronLLM(n_eval=50, z=5000 / PAPER_NEURONS, k=100),
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03 ~12 min
-    CNL(n_localize=(("gsm8k", 12), ("emotion", 16), ("code", 8), ("metamath", 8), ("imdb", 8)),
-        data_sizes=(4, 8, 12, 16), max_answer_tokens=3, max_chars=350, n_facts=100, n_reliability=200, n_pairs=100,
-        epochs=(1, 2), n_finetune=8, n_eval=10, n_random=2),
+    CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
+        data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350, n_facts=100, n_reliability=200, n_pairs=100,
+        epochs=(1, 2), n_finetune=8, n_eval=8, n_random=2),
     NEG(fig2_neurons=100, n_prompts=100, n_neurons=100,
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
         n_probe_train=1024, n_probe_valid=200, n_probe_test=200, probe_sizes=tuple(2 ** i for i in range(12))),
