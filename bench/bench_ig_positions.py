@@ -3,7 +3,9 @@ pass vs the per-position loop (one fast IG per answer token), on a GSM8K test qu
 with a ~100-token teacher-forced worked solution, S + 1 = 20 grid points, all layers, CPU.
 
 Writes bench/results/ig_positions.json: speedup (loop seconds / batched seconds),
-max_rel_err (max |batched - loop| / max |loop| over all neurons), peak RSS of each.
+max_rel_err (max |batched - loop| / max |loop| over all neurons), peak RSS of each, the
+machine's load average, and the row-positions both paths compute (the same: on a CPU, which
+is compute bound, batching cannot remove work, only per-call overhead).
   python bench/bench_ig_positions.py                       # the committed result (~minutes)
   python bench/bench_ig_positions.py --n-answer 3 --layers 2 --name ig_positions_smoke
 """
@@ -36,6 +38,9 @@ def main(n_answer: int = 100, steps: int = 20, n_layers: int | None = None, name
         "speedup": round(loop["seconds"] / fast["seconds"], 2), "max_rel_err": float(err),
         "batched_peak_rss_gib": round(fast["peak_rss_gib"], 2), "loop_peak_rss_gib": round(loop["peak_rss_gib"], 2),
         "load_average_1min": [round(load_before, 2), round(load_after, 2)],
+        # both paths push the same (layer, alpha) rows x answer positions through the same layers and the
+        # full-vocabulary head; batching saves per-call overhead and small-matrix inefficiency, not FLOPs
+        "row_positions_each_path": (n_layers or 30) * steps * n_answer,
     })
 
 
