@@ -18,7 +18,7 @@ from neuronloc.interventions import answer_batches, restricted_finetune
 from neuronloc.localization import (answer_queries, chance_overlap, convergence, half_agreement, select_cnl, select_kn,
                                     split_halves)
 from neuronloc.tasks import TaskError
-from neuronloc.tasks.loaders import Example, as_choices, cnl_splits
+from neuronloc.tasks.loaders import EMOTIONS, Example, as_choices, cnl_splits
 
 
 def test_chance_overlap_matches_simulation():
@@ -110,6 +110,8 @@ def test_as_choices_gold_plus_distractors_from_the_data_set():
     assert as_choices(examples, 4, "cloze_norm", seed=0) == qs
     two = as_choices([Example("a", "good", "i/1"), Example("b", "bad", "i/2")], 4)
     assert [len(q.options) for q in two] == [2, 2]
+    labels = as_choices([Example("a", "joy", "e/1"), Example("b", "fear", "e/2")], 6, pool=EMOTIONS)
+    assert all(sorted(q.options) == sorted(EMOTIONS) for q in labels) and labels[1].options[labels[1].answer] == "fear"
     with pytest.raises(TaskError, match="distinct answers"):
         as_choices([Example("a", "x", "1"), Example("b", "x", "2")])
 

@@ -694,14 +694,15 @@ def cnl_splits(name: str, n_localize: int, n_finetune: int = 0, n_eval: int = 0,
     return {"localize": pool[:n_localize], "finetune": pool[n_localize:], "eval": held}
 
 
-def as_choices(examples, n_options: int = 4, readout: str = "cloze", seed: int = 0) -> list[MCQuestion]:
+def as_choices(examples, n_options: int = 4, readout: str = "cloze", seed: int = 0, pool=None) -> list[MCQuestion]:
     """Free-form examples read as cloze multiple choice (CNL §5.4 accuracy): the prompt,
-    the gold answer and n_options - 1 distractors drawn uniformly from the other answers
-    of the same examples (fewer options when the data set has fewer distinct answers:
-    the 6 emotions, IMDB's good/bad), scored by `readout` ("cloze": summed
-    log-likelihood; "cloze_norm": per character, for answers of different lengths)."""
+    the gold answer and n_options - 1 distractors drawn uniformly from `pool` (default: the
+    answers of the same examples; a label set such as EMOTIONS for a classification data
+    set), fewer options when the pool has fewer distinct answers; scored by `readout`
+    ("cloze": summed log-likelihood; "cloze_norm": per character, for answers of
+    different lengths)."""
     examples = list(examples)
-    pool = list(dict.fromkeys(e.answer for e in examples))
+    pool = list(dict.fromkeys(pool if pool is not None else (e.answer for e in examples)))
     if len(pool) < 2:
         raise TaskError("as_choices needs at least 2 distinct answers among the examples to draw distractors from")
     rng = random.Random(seed)
