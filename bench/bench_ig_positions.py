@@ -3,7 +3,9 @@ pass vs the per-position loop (one fast IG per answer token), on a GSM8K test qu
 with a ~100-token teacher-forced worked solution, S + 1 = 20 grid points, all layers, CPU.
 
 Writes bench/results/ig_positions.json: speedup (loop seconds / batched seconds),
-max_rel_err (max |batched - loop| / max |loop| over all neurons), peak RSS of each.
+max_rel_err (max |batched - loop| / max |loop| over all neurons), peak RSS of each, the
+machine's load average, and the row-positions both paths compute (the same: on a CPU, which
+is compute bound, batching cannot remove work, only per-call overhead).
   python bench/bench_ig_positions.py                       # the committed result (~minutes)
   python bench/bench_ig_positions.py --n-answer 3 --layers 2 --name ig_positions_smoke
 """
@@ -22,8 +24,10 @@ def main(n_answer: int = 100, steps: int = 20, n_layers: int | None = None, name
     import torch
 
     layers = None if n_layers is None else list(range(n_layers))
+    load_before = os.getloadavg()[0]  # other processes on the machine slow both paths (2 threads: badly)
     fast = run_phase("ig_positions", path="fast", steps=steps, n_answer=n_answer, layers=layers)
     loop = run_phase("ig_positions", path="loop", steps=steps, n_answer=n_answer, layers=layers)
+    load_after = os.getloadavg()[0]
     a, b = np.nan_to_num(fast["scores"]), np.nan_to_num(loop["scores"])
     err = np.abs(a - b).max() / np.abs(b).max()
     write(name, {
@@ -33,6 +37,10 @@ def main(n_answer: int = 100, steps: int = 20, n_layers: int | None = None, name
         "batched_seconds": round(fast["seconds"], 3), "loop_seconds": round(loop["seconds"], 3),
         "speedup": round(loop["seconds"] / fast["seconds"], 2), "max_rel_err": float(err),
         "batched_peak_rss_gib": round(fast["peak_rss_gib"], 2), "loop_peak_rss_gib": round(loop["peak_rss_gib"], 2),
+        "load_average_1min": [round(load_before, 2), round(load_after, 2)],
+        # both paths push the same (layer, alpha) rows x answer positions through the same layers and the
+        # full-vocabulary head; batching saves per-call overhead and small-matrix inefficiency, not FLOPs
+        "row_positions_each_path": (n_layers or 30) * steps * n_answer,
     })
 
 

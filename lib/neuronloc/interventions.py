@@ -9,7 +9,8 @@ Activation edits (all built on `hooks.intervene` / `hooks.Edit`):
 A budget of K neurons is split good:bad by a ratio swept 0..100 % in 10 % steps,
 the best ratio is reported (NeuronLLM §4.4): `split_budget`, `sweep_ratios`.
 
-Weight edits: `restricted_finetune` trains only the FFN weights that belong to the
+Weight edits: `zeroed` sets the neurons' weights to 0 inside a block (CNL 'Erase');
+`restricted_finetune` trains only the FFN weights that belong to the
 given neurons (CNL §5.4 'Enhance': Random / W/o located / Located).
 
 A neuron set is {layer: [index]}, a bool mask `[layer, neuron]`, or flat ids
@@ -18,9 +19,9 @@ A neuron set is {layer: [index]}, a bool mask `[layer, neuron]`, or flat ids
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -312,6 +313,28 @@ def neuron_parameters(model: nn.Module, site: Site, layer: int) -> list[NeuronPa
     return out
 
 
+@contextmanager
+def zeroed(lm: LM, site: Site | str, neurons):
+    """Inside the block the given FFN neurons' weights are 0 (CNL §5.4 'Erase': set their
+    parameters to 0); restored on exit. Their activation is then 0 at every position, as
+    `erase` at positions="all" gives, but the model stays a plain model, so cached-prefix
+    read-outs (`evaluate_options` at positions="last") run at the cost of an unedited one."""
+    site = lm.site(site) if isinstance(site, str) else site
+    saved = []
+    with torch.no_grad():
+        for layer, idx in _layer_dict(neurons, site).items():
+            for p, dim, offset in neuron_parameters(lm.model, site, layer):
+                index = torch.as_tensor(idx, dtype=torch.long, device=p.device) + offset
+                saved.append((p, dim, index, p.index_select(dim, index).clone()))
+                p.index_fill_(dim, index, 0.0)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, dim, index, old in reversed(saved):
+                p.index_copy_(dim, index, old)
+
+
 def random_neurons(site: Site, count: int, seed: int = 0) -> dict[int, list[int]]:
     """`count` neurons drawn uniformly without replacement from all n_layers * n_inner
     (CNL §5.4 'Random': as many neurons as located, anywhere in the model)."""
@@ -344,7 +367,8 @@ def _trainable(model: nn.Module, site: Site, neurons: dict[int, list[int]], with
 
 
 def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 1e-5, epochs: int = 1,
-                        mode: str = "located", seed: int = 0, progress: bool = True) -> list[float]:
+                        mode: str = "located", seed: int = 0, progress: bool = True,
+                        after_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Fine-tune only the FFN weights of chosen neurons (CNL §5.4 'Enhance'), in place.
 
     neurons: the located set (dict / bool mask / flat ids). mode:
@@ -357,6 +381,8 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
       -100 on prompt and pad tokens (see `answer_batches`).
     Gradients are masked to the trainable slices and Adam has no weight decay, so every
     other weight stays bitwise unchanged. The model stays in eval mode (no dropout).
+    after_epoch(e): called after epoch e (1-based), e.g. to evaluate the model at epochs 1, 5
+    and 10 of one run (CNL Tab. 2) without restarting Adam.
     Returns the mean loss of each epoch. Copy the model first to keep the original.
     """
     if mode not in MODES:
@@ -392,6 +418,8 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
                     bar.update()
                     bar.set_postfix(loss=f"{loss.item():.4f}")
                 losses.append(total / max(len(batches), 1))
+                if after_epoch is not None:
+                    after_epoch(len(losses))
         return losses
     finally:
         for h in handles:

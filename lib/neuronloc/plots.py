@@ -100,4 +100,65 @@ def change_intervals(changes: pd.DataFrame, order: Sequence[str], title: str | N
     keep = dict(zip(labels, handles))
     fig.legend(keep.values(), keep.keys(), loc="upper right")
     fig.suptitle(title or "Relative accuracy change per method")
+
+
+def neuron_map(scores: Mapping[str, "np.ndarray"], masks: Mapping[str, "np.ndarray"] | None = None, width: int = 32,
+               title: str | None = None) -> plt.Figure:
+    """CNL Fig. 4: where the located neurons are, one panel per data set.
+
+    scores: {data set: `[layer, neuron]` scores}; each cell shows the largest |score| among
+    `width` neighbouring neurons of a layer (the paper takes 100), scaled to the panel's
+    maximum. masks (optional): {data set: bool `[layer, neuron]`}; the cells holding a
+    located neuron are outlined.
+    """
+    names = list(scores)
+    fig, axes = plt.subplots(len(names), 1, figsize=(7.0, 1.7 * len(names) + 0.4), sharex=True, squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        s = np.abs(np.nan_to_num(np.asarray(scores[name], dtype=np.float64)))
+        layers, n = s.shape
+        cols = -(-n // width)
+        pooled = np.pad(s, ((0, 0), (0, cols * width - n))).reshape(layers, cols, width).max(-1)
+        pooled = pooled / pooled.max() if pooled.max() > 0 else pooled
+        sns.heatmap(pooled, ax=ax, cmap="Blues", vmin=0, vmax=1, cbar=False, xticklabels=False, yticklabels=5)
+        if masks is not None and name in masks:
+            m = np.asarray(masks[name], dtype=bool)
+            hit = np.pad(m, ((0, 0), (0, cols * width - n))).reshape(layers, cols, width).any(-1)
+            ys, xs = np.nonzero(hit)
+            ax.scatter(xs + 0.5, ys + 0.5, s=6, facecolors="none", edgecolors="C3", linewidths=0.6)
+        ax.set_ylabel(f"{name}\nlayer")
+        ax.invert_yaxis()
+    axes[-1, 0].set_xlabel(f"neuron (groups of {width}: largest |score|; red: holds a located neuron)")
+    fig.suptitle(title or "Located neurons per data set")
+    return fig
+
+
+def cross_data(tables: Mapping[str, pd.DataFrame], title: str | None = None) -> plt.Figure:
+    """CNL Fig. 5: accuracy change (points) of each tested data set (columns) when the
+    neurons located on a data set (rows) are enhanced or erased; one panel per table."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.4), squeeze=False)
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        limit = max(float(np.nanmax(np.abs(table.to_numpy(dtype=float)))), 1e-9)
+        sns.heatmap(table.astype(float), ax=ax, cmap="RdBu", center=0, vmin=-limit, vmax=limit, annot=True, fmt=".0f",
+                    cbar=False)
+        ax.set(title=name, xlabel="tested data set", ylabel="neurons of")
+    fig.suptitle(title or "Effect of the located neurons on other data sets (accuracy change, points)")
+    fig.tight_layout()
+    return fig
+
+
+def convergence(rows: pd.DataFrame, title: str | None = None) -> plt.Figure:
+    """CNL Fig. 6: overlap of the two halves' masks against the number of examples.
+
+    rows: columns size, overlap, data (data set), and optionally chance (random sets of
+    the same sizes, drawn dashed); one line per data set, mean and 95 % interval over splits.
+    """
+    fig, ax = plt.subplots()
+    sns.lineplot(data=rows, x="size", y="overlap", hue="data", marker="o", errorbar=("ci", 95), ax=ax)
+    if "chance" in rows:
+        chance = rows.groupby(["data", "size"], sort=False)["chance"].mean().reset_index()
+        sns.lineplot(data=chance, x="size", y="chance", hue="data", linestyle="--", legend=False, ax=ax, alpha=0.6)
+    ax.set(xscale="log", xlabel="examples used to locate (both halves)", ylabel="overlap of the halves' masks",
+           ylim=(-0.02, 1.02))
+    ax.set_title(title or "Localization consistency vs data size (dashed: random sets of the same sizes)")
+    ax.legend(title=None)
     return fig

@@ -44,6 +44,7 @@ class CNL:
         ("gsm8k", 1600), ("emotion", 2400), ("code", 1200), ("metamath", 700), ("imdb", 800))
     data_sizes: tuple[int, ...] = (100, 200, 400, 800, 1600)  # App E Fig 6: overlap vs data size (sizes not given; GSM8K range)
     max_answer_tokens: int | None = None  # Eq. 7 averages over every answer token; a cap bounds CPU cost
+    max_chars: int | None = None  # ours: only examples whose prompt + answer fit this many characters (CPU cost)
     n_facts: int = 1000  # §3.1: facts in the fidelity test (COUNTERFACT)
     n_paraphrases: int = 5  # §3.1: variants per fact (original + 4 GPT-4o rewrites)
     top_layers: int = 3  # §3.1: causal tracing keeps the top k = 3 layers
@@ -154,10 +155,10 @@ PAPER = Scale("paper", NeuronLLM(), CNL(), NEG())
 DEFAULT = Scale(
     "default",
     NeuronLLM(n_eval=50, z=5000 / PAPER_NEURONS, k=100),
-    # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers): ~45 min for these
-    CNL(n_localize=(("gsm8k", 32), ("emotion", 32), ("code", 32), ("metamath", 16), ("imdb", 16)),
-        data_sizes=(4, 8, 16, 32), max_answer_tokens=16, n_facts=100, n_reliability=200, n_pairs=100,
-        epochs=(1, 5), n_finetune=500, n_eval=200),
+    # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03 ~12 min
+    CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
+        data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350, n_facts=100, n_reliability=200, n_pairs=100,
+        epochs=(1, 2), n_finetune=8, n_eval=8, n_random=2),
     NEG(fig2_neurons=100, n_prompts=100, n_neurons=100,
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
         n_probe_train=1024, n_probe_valid=200, n_probe_test=200, probe_sizes=tuple(2 ** i for i in range(12))),
@@ -170,9 +171,9 @@ SMOKE = Scale(
     "smoke",
     NeuronLLM(tasks=("neuronllm/sentiment", "neuronllm/commonsense"), n_train=1, n_eval=4, ig_steps=4, z=5000 / PAPER_NEURONS, k=20,
               ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4),
-    CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
-        max_answer_tokens=8, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
-        n_finetune=8, n_eval=8, n_random=2),
+    CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 6), ("emotion", 6)), data_sizes=(4, 6),
+        max_answer_tokens=2, max_chars=350, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
+        n_finetune=4, n_eval=4, n_random=1),
     NEG(shift_step=1.0, fig2_prompts=2, fig2_neurons=10, n_prompts=4, n_neurons=10, top_k=(1, 4),
         attribution_shifts=(0.5, 1.0), multi_sizes=(1, 4, 16), multi_step=0.1, multi_ranges=(0.1, 1.0),
         mceval_tasks=("mceval8k/paws", "mceval8k/agnews"), n_probe_train=32, n_probe_valid=16, n_probe_test=16,

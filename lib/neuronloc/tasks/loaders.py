@@ -665,6 +665,52 @@ EXAMPLE_LOADERS: dict[str, Callable[..., list[Example]]] = {
 }
 
 
+TRAIN_SPLIT = {"gsm8k": "train", "emotion": "train", "imdb": "valid"}  # data sets with a split apart from "test"
+
+
+def cnl_splits(name: str, n_localize: int, n_finetune: int = 0, n_eval: int = 0, seed: int = 0,
+               max_chars: int | None = None) -> dict[str, list[Example]]:
+    """Disjoint examples of a free-form data set for CNL §5.3-5.4: {"localize", "finetune",
+    "eval"}. Localize and fine-tune come from the training split where there is one
+    (TRAIN_SPLIT; the paper fine-tunes on the train set and evaluates on the validation
+    set) and eval from "test"; a data set in one file (code, metamath) is cut in that order.
+    max_chars: keep only examples whose prompt + answer has at most that many characters
+    (a cost bound: long IMDB reviews and code solutions), drawn in the seeded order."""
+    def draw(split, n):
+        examples = load_examples(name, split, None if max_chars else n, seed)
+        if max_chars:
+            examples = [e for e in examples if len(e.prompt) + len(e.answer) <= max_chars]
+        if len(examples) < n:
+            raise TaskError(f"{name}/{split}: {len(examples)} examples of at most {max_chars} characters, {n} needed")
+        return examples[:n]
+
+    train = TRAIN_SPLIT.get(name)
+    if train:
+        pool = draw(train, n_localize + n_finetune)
+        held = draw("test", n_eval) if n_eval else []
+    else:
+        pool = draw("test", n_localize + n_finetune + n_eval)
+        pool, held = pool[:n_localize + n_finetune], pool[n_localize + n_finetune:]
+    return {"localize": pool[:n_localize], "finetune": pool[n_localize:], "eval": held}
+
+
+def as_choices(examples, n_options: int = 4, readout: str = "cloze", seed: int = 0, pool=None) -> list[MCQuestion]:
+    """Free-form examples read as cloze multiple choice (CNL §5.4 accuracy): the prompt,
+    the gold answer and n_options - 1 distractors drawn uniformly from `pool` (default: the
+    answers of the same examples; a label set such as EMOTIONS for a classification data
+    set), fewer options when the pool has fewer distinct answers; scored by `readout`
+    ("cloze": summed log-likelihood; "cloze_norm": per character, for answers of
+    different lengths)."""
+    examples = list(examples)
+    pool = list(dict.fromkeys(pool if pool is not None else (e.answer for e in examples)))
+    if len(pool) < 2:
+        raise TaskError("as_choices needs at least 2 distinct answers among the examples to draw distractors from")
+    rng = random.Random(seed)
+    k = min(n_options, len(pool))
+    return [with_distractors(e.prompt, e.answer, pool, rng, k, style="cloze", readout=readout, uid=e.uid,
+                             meta={"data": e.uid.split("/")[0]}) for e in examples]
+
+
 def _lookup(registry: dict, name: str, kind: str):
     if name not in registry:
         import difflib
