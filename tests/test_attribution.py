@@ -359,7 +359,7 @@ def test_lpi_of_chosen_neurons_equals_the_full_layers(lm):
     ids = torch.tensor([3, site.n_inner + 11, 2 * site.n_inner + 40, 2 * site.n_inner + 7])
     full = attribute("lpi", lm, QUESTION).scores.flatten()
     some = attribute("lpi", lm, QUESTION, neurons=ids).scores.flatten()
-    assert torch.allclose(some[ids], full[ids], rtol=1e-5, atol=1e-7)
+    assert torch.allclose(some[ids], full[ids], rtol=1e-4, atol=2e-6)  # differences of fp32 log-probs
     rest = torch.ones_like(some, dtype=torch.bool)
     rest[ids] = False
     assert some[rest].isnan().all() and not full.isnan().any()
