@@ -174,3 +174,14 @@ def test_study_collects_the_same_numbers_as_the_single_calls(lm):
     multi = res["multi"][0.5]
     assert multi["actual"].shape == (2, 2) and multi["actual"].abs().max() > 0
     assert set(res["seconds"]) == {"neurgrad", "grad", "ig", "lpi"}
+
+
+def test_answered_is_the_top_vocabulary_token(lm):
+    from neuronloc.neg import answered
+    query = make_query(lm, FREE)
+    with torch.no_grad():
+        ranked = lm.model(input_ids=query.prompt[None]).logits[0, -1].argsort(descending=True).tolist()
+    top, second = (Example(FREE.prompt, lm.tokenizer.decode([t])) for t in ranked[:2])
+    assert [len(make_query(lm, e).answer_tokens) for e in (top, second)] == [1, 1]  # single tokens in the char tokenizer
+    assert answered(lm, top) and not answered(lm, second)
+    assert not answered(lm, FREE)  # " 4." is two tokens

@@ -16,6 +16,7 @@ per condition instead (the tests and the bench check they agree).
   output_shifts   one shift per condition, `[condition]`
   sweep           Δ grid x sampled neurons, `[neuron, Δ]` (NEG Fig. 2, Tables 1, 2, 5)
   polarity_shift  k neurons shifted together by step·sign(NEG_i) (NEG §3.3 Fig. 3, §4.2 Fig. 5)
+  answered        is a prompt's single-token answer the model's top token (NEG §2.1 prompt filter)
   study           all of the above and the estimators (NeurGrad, CG, IG, LPI) on one prompt (notebook 04)
 
 The metrics (`neg_slope`, `pearson_r`, `linear_ratio`, `r_by_range`, `linearity_table`, ...)
@@ -182,6 +183,17 @@ def polarity_shift(lm: LM, question, neurons, negs, steps, **kwargs) -> Polarity
     deltas = steps[:, None] * torch.sign(negs)[None]  # [S, k]
     actual = output_shifts(lm, question, to_ids(neurons), deltas, **kwargs)
     return PolarityShift(steps, deltas @ negs, actual)
+
+
+@torch.no_grad()
+def answered(lm: LM, question) -> bool:
+    """NEG §2.1 keeps prompts the model answers correctly: the answer is one token and it is
+    the most probable next token over the whole vocabulary."""
+    query = make_query(lm, question)
+    if len(query.answer_tokens) != 1:
+        return False
+    logits = lm.model(input_ids=query.prompt[None].to(lm.device)).logits[0, -1]
+    return int(logits.argmax()) == int(query.answer_tokens[0])
 
 
 def grid(limit: float, step: float) -> torch.Tensor:
