@@ -3,6 +3,7 @@ read-out on the real embedded model."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from collections import Counter
 
 import pytest
@@ -131,3 +132,10 @@ def test_few_shot_shows_one_demonstration_per_option_before_the_question():
     assert few_shot(q, pool, seed=0) == shot  # seeded
     with pytest.raises(TaskError, match="no demonstration .* option 2"):
         few_shot(q, [p for p in pool if p.answer != 2])
+
+
+def test_few_shot_never_shows_the_question_itself():
+    q = MCQuestion(stem="Is it?", options=("yes", "no"), answer=0, uid="q")
+    pool = [replace(q, uid="copy"), MCQuestion(stem="Other?", options=("yes", "no"), answer=0, uid="o"),
+            MCQuestion(stem="More?", options=("yes", "no"), answer=1, uid="m")]
+    assert {d.uid for d in demonstrations(few_shot(q, pool))} == {"o", "m"}

@@ -150,12 +150,13 @@ def few_shot(question: MCQuestion, pool: Sequence[MCQuestion], seed: int = 0) ->
     option the answer of one), drawn from `pool` and shown in a seeded random order.
 
     The demonstrations carry the question's instruction-free body only (the instruction
-    is rendered once). A pool without a demonstration answered by some option is an error.
+    is rendered once); a pool entry with the question's own stem is never used. A pool without a demonstration answered by some option is an error.
     """
     rng = random.Random(f"{seed}/{question.uid}")
     chosen = []
     for option in range(len(question.options)):
-        fits = [d for d in pool if d.answer == option and len(d.options) == len(question.options) and d != question]
+        fits = [d for d in pool if d.answer == option and len(d.options) == len(question.options)
+                and d.stem != question.stem]  # never the question itself, answered
         if not fits:
             raise TaskError(f"few_shot: no demonstration in the pool is answered by option {option} "
                             f"({question.options[option]!r}); give a larger pool")
