@@ -185,3 +185,15 @@ def test_answered_is_the_top_vocabulary_token(lm):
     assert [len(make_query(lm, e).answer_tokens) for e in (top, second)] == [1, 1]  # single tokens in the char tokenizer
     assert answered(lm, top) and not answered(lm, second)
     assert not answered(lm, FREE)  # " 4." is two tokens
+
+
+def test_polarity_shifts_batched_equal_single_runs(lm):
+    from neuronloc.neg import polarity_shifts
+    negs = torch.tensor([2e-3, -1e-3, 5e-4, -4e-4], dtype=torch.float64)
+    runs = [(NEURONS[:1], negs[:1], torch.tensor([0.5, 1.0])), (NEURONS, negs, torch.tensor([0.0, 0.2, 0.4])),
+            (NEURONS[2:], negs[2:], torch.tensor([1.0]))]
+    batched = polarity_shifts(lm, CLOZE, runs, rows=4)
+    for (ids, g, steps), b in zip(runs, batched):
+        one = polarity_shift(lm, CLOZE, ids, g, steps)
+        assert torch.allclose(b.actual, one.actual, atol=1e-9, rtol=1e-5) and torch.allclose(b.predicted, one.predicted)
+    assert batched[1].actual[0] == pytest.approx(0.0, abs=1e-9) and batched[1].actual.abs().max() > 0

@@ -16,6 +16,7 @@ per condition instead (the tests and the bench check they agree).
   output_shifts   one shift per condition, `[condition]`
   sweep           Δ grid x sampled neurons, `[neuron, Δ]` (NEG Fig. 2, Tables 1, 2, 5)
   polarity_shift  k neurons shifted together by step·sign(NEG_i) (NEG §3.3 Fig. 3, §4.2 Fig. 5)
+  polarity_shifts several of them in one batched call
   answered        is a prompt's single-token answer the model's top token (NEG §2.1 prompt filter)
   study           all of the above and the estimators (NeurGrad, CG, IG, LPI) on one prompt (notebook 04)
 
@@ -196,6 +197,23 @@ def answered(lm: LM, question) -> bool:
     return int(logits.argmax()) == int(query.answer_tokens[0])
 
 
+def polarity_shifts(lm: LM, question, runs, **kwargs) -> list[PolarityShift]:
+    """Several `polarity_shift`s of one prompt in one batched `output_shifts` call (one
+    prefix cache): runs = [(neurons `[k]`, negs `[k]`, steps `[S]`), ...], k and S may differ.
+    Shorter neuron sets are padded with their own first neuron at Δ = 0 (a + 0·sign(a) = a)."""
+    runs = [(to_ids(n), torch.as_tensor(g, dtype=torch.float64).reshape(-1), torch.as_tensor(s, dtype=torch.float64).reshape(-1))
+            for n, g, s in runs]
+    width = max(len(n) for n, _, _ in runs)
+    ids, deltas = [], []
+    for neurons, negs, steps in runs:
+        d = steps[:, None] * torch.sign(negs)[None]  # [S, k]
+        pad = width - len(neurons)
+        ids.append(torch.cat([neurons, neurons[:1].expand(pad)]).expand(len(steps), -1))
+        deltas.append(torch.cat([d, torch.zeros(len(steps), pad, dtype=torch.float64)], 1))
+    actual = output_shifts(lm, question, torch.cat(ids), torch.cat(deltas), **kwargs).split([len(s) for _, _, s in runs])
+    return [PolarityShift(steps, steps[:, None] * torch.sign(negs)[None] @ negs, a) for (_, negs, steps), a in zip(runs, actual)]
+
+
 def grid(limit: float, step: float) -> torch.Tensor:
     """The Δ grid -limit, -limit + step, ..., limit `[D]` float64 (NEG §2.1: limit 10, step 0.2)."""
     n = round(limit / step)
@@ -248,19 +266,25 @@ def study(lm: LM, question, neurons, deltas, top_n: int = 100, top_deltas=None, 
     flat = {name: s.flatten() for name, s in scores.items()}
     out["top"] = flat["neurgrad"].abs().topk(top_n).indices
     out["top_sweep"] = sweep(lm, question, out["top"], deltas if top_deltas is None else top_deltas, rows=rows)
-    out["top_k"] = {}
-    for name, s in flat.items():
-        shifts = []
-        for k in top_k:
-            ids = s.abs().topk(k).indices
-            shifts.append(polarity_shift(lm, question, ids, s[ids], top_k_steps, rows=rows).actual)
-        out["top_k"][name] = torch.stack(shifts)
-    out["multi"] = {}
     gen = torch.Generator().manual_seed(seed)
     picks = {n: torch.randperm(site.n_neurons, generator=gen)[:n] for n in multi_sizes}
+    runs, where = [], []  # every polarity shift of the prompt in one batched call
+    for name, s in flat.items():
+        for k in top_k:
+            ids = s.abs().topk(k).indices
+            runs.append((ids, s[ids], top_k_steps))
+            where.append(("top_k", name))
     for limit, steps in (multi_steps or {}).items():
-        runs = [polarity_shift(lm, question, picks[n], flat["neurgrad"][picks[n]], steps, rows=rows) for n in multi_sizes]
+        for n in multi_sizes:
+            runs.append((picks[n], flat["neurgrad"][picks[n]], steps))
+            where.append(("multi", limit))
+    done = polarity_shifts(lm, question, runs, rows=rows) if runs else []
+    out["top_k"], out["multi"] = {}, {}
+    for name in flat:
+        out["top_k"][name] = torch.stack([r.actual for r, w in zip(done, where) if w == ("top_k", name)])
+    for limit, steps in (multi_steps or {}).items():
+        these = [r for r, w in zip(done, where) if w == ("multi", limit)]
         out["multi"][limit] = {"sizes": torch.tensor(multi_sizes), "steps": torch.as_tensor(steps, dtype=torch.float64),
-                               "predicted": torch.stack([r.predicted for r in runs]),
-                               "actual": torch.stack([r.actual for r in runs])}
+                               "predicted": torch.stack([r.predicted for r in these]),
+                               "actual": torch.stack([r.actual for r in these])}
     return out

@@ -163,7 +163,7 @@ SMOKE = Scale(
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
         max_answer_tokens=8, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
         n_finetune=8, n_eval=8, n_random=2),
-    NEG(shift_step=1.0, fig2_prompts=1, fig2_neurons=10, n_prompts=3, n_neurons=10, top_neurons=10, ig_steps=4,
+    NEG(shift_step=1.0, fig2_prompts=1, fig2_neurons=10, n_prompts=2, n_neurons=10, top_neurons=10, ig_steps=4,
         relations=("pararel/P103",), top_k=(1, 4),
         attribution_shifts=(0.5, 1.0), multi_sizes=(1, 4, 16), multi_step=0.1, multi_ranges=(0.1, 1.0),
         mceval_tasks=("mceval8k/paws", "mceval8k/agnews"), n_probe_train=12, n_probe_valid=6, n_probe_test=8,
