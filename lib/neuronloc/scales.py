@@ -63,7 +63,7 @@ class CNL:
 
 @dataclass(frozen=True)
 class NEG:
-    """Linearity, NEG, NeurGrad, skill-neuron probes on MCEval8K (notebooks 05-06)."""
+    """Linearity, NEG, NeurGrad, skill-neuron probes on MCEval8K (notebooks 04-05)."""
 
     shift_range: float = 10.0  # §2.1: activation shift delta in [-10, 10]
     shift_step: float = 0.2  # §2.1: step 0.2 (101 shifts)
