@@ -150,7 +150,7 @@ DEFAULT = Scale(
     NEG(fig2_prompts=4, fig2_neurons=64, n_prompts=16, n_neurons=64, top_neurons=64,
         relations=("pararel/P36", "pararel/P103", "pararel/P37"),
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "myriadlama", "commensenseqa", "mlama")),
-        n_probe_train=40, n_probe_valid=12, n_probe_test=32, few_shot_tasks=("mceval8k/paws", "mceval8k/myriadlama"),
+        n_probe_train=32, n_probe_valid=8, n_probe_test=24, few_shot_tasks=("mceval8k/paws",),
         tree_max_log2=8),
     bootstrap=1000,
 )
