@@ -147,7 +147,7 @@ DEFAULT = Scale(
         data_sizes=(4, 8, 16, 32), max_answer_tokens=16, n_facts=100, n_reliability=200, n_pairs=100,
         epochs=(1, 5), n_finetune=500, n_eval=200),
     # NEG: reduced for time (notebook 04 <= 8 min, 05 <= 10 min on 2 idle cores; the counts are in the notebooks)
-    NEG(fig2_prompts=4, fig2_neurons=64, n_prompts=16, n_neurons=64, top_neurons=64,
+    NEG(fig2_prompts=4, fig2_neurons=64, n_prompts=8, n_neurons=64, top_neurons=64,
         relations=("pararel/P36", "pararel/P103", "pararel/P37"),
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "myriadlama", "commensenseqa", "mlama")),
         n_probe_train=32, n_probe_valid=8, n_probe_test=24, few_shot_tasks=("mceval8k/paws",),
