@@ -351,3 +351,15 @@ def test_shared_prefix_attention_only_where_it_is_plain_attention():
     fast = ig_positions(mistral, long, steps=3).scores
     ref = ig_positions(mistral, long, steps=3, path="reference").scores
     assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+
+
+def test_lpi_of_chosen_neurons_equals_the_full_layers(lm):
+    """lpi(neurons=...) scores only those flat ids (NaN elsewhere), with the full path's values."""
+    site = lm.site()
+    ids = torch.tensor([3, site.n_inner + 11, 2 * site.n_inner + 40, 2 * site.n_inner + 7])
+    full = attribute("lpi", lm, QUESTION).scores.flatten()
+    some = attribute("lpi", lm, QUESTION, neurons=ids).scores.flatten()
+    assert torch.allclose(some[ids], full[ids], rtol=1e-4, atol=2e-6)  # differences of fp32 log-probs
+    rest = torch.ones_like(some, dtype=torch.bool)
+    rest[ids] = False
+    assert some[rest].isnan().all() and not full.isnan().any()

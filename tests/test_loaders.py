@@ -196,3 +196,17 @@ def test_decoupling_pairs_deterministic():
         assert code.prompt == f"Write Python code that computes {code.expr}."
         assert int(answer.answer) == eval(answer.expr) and code.answer == f"print({code.expr})"
     assert len(decoupling_pairs()) == 2000
+
+
+def test_mceval8k_composition_counts_records_and_overlap():
+    """Counts against the files read directly (paws: train holds the whole test set; imdb has no train)."""
+    import json
+    from neuronloc.data import path
+    from neuronloc.tasks.loaders import mceval8k_composition
+    rows = {r["task"]: r for r in mceval8k_composition(["paws", "imdb"])}
+    files = {s: json.loads(path(f"mceval8k/nli/paws/{s}.json").read_text()) for s in ("train", "test")}
+    assert rows["paws"]["train"] == len(files["train"]) and rows["paws"]["test"] == len(files["test"])
+    train = {json.dumps(r, sort_keys=True) for r in files["train"]}
+    assert rows["paws"]["test in train"] == sum(json.dumps(r, sort_keys=True) in train for r in files["test"])
+    assert rows["paws"]["options"] == 2 and 0.5 <= rows["paws"]["largest answer share"] < 1
+    assert rows["imdb"]["train"] == 0 and rows["imdb"]["test in train"] == 0

@@ -127,3 +127,17 @@ def test_change_ci_by_hand():
     same = change_ci([1, 1, 0] * 4, [1, 0, 0] * 4, ids, "acc", n_resamples=200)
     assert same[0] == pytest.approx(-50) and same[1] == pytest.approx(-50) and same[2] == pytest.approx(-50)
     assert math.isnan(change_ci([0] * 12, [1] * 12, ids)[0])
+
+
+def test_cumulative_and_top_share_hand_worked():
+    from neuronloc.metrics import cumulative_share, top_share
+    values = torch.tensor([[1.0, -4.0], [0.0, 5.0]])  # |v| sorted: 5, 4, 1, 0; total 10
+    assert torch.allclose(cumulative_share(values), torch.tensor([0.5, 0.9, 1.0, 1.0], dtype=torch.float64))
+    assert top_share(values, 0.25) == pytest.approx(0.5) and top_share(values, 0.5) == pytest.approx(0.9)
+    assert top_share(values, 0.01) == pytest.approx(0.5)  # at least one entry
+
+
+def test_sign_agreement_skips_zeros():
+    from neuronloc.metrics import sign_agreement
+    assert sign_agreement([1, -2, 3, 0, 5], [2, 2, 1, 7, 0]) == pytest.approx(2 / 3)
+    assert math.isnan(sign_agreement([0, 0], [1, 1]))

@@ -145,3 +145,55 @@ def test_sweep_restart_equals_reference_for_every_decoder_family(family):
     ref = sweep(lm, query, neurons, deltas, path="reference")
     assert fast.abs().max() > 0
     assert ((fast - ref).abs().max() / fast.abs().max()).item() <= 1e-4, family
+
+
+def test_grid_is_symmetric_with_the_step():
+    from neuronloc.neg import grid
+    g = grid(10, 0.2)
+    assert len(g) == 101 and g[0] == -10 and g[-1] == 10 and g[50] == 0
+    assert torch.allclose(g, DELTAS) and torch.allclose(grid(2, 1.0), torch.tensor([-2., -1, 0, 1, 2], dtype=torch.float64))
+
+
+def test_study_collects_the_same_numbers_as_the_single_calls(lm):
+    """neg.study is bookkeeping: every entry equals the library call it stands for."""
+    from neuronloc.neg import study
+    q = CLOZE
+    deltas = torch.linspace(-2, 2, 5)
+    res = study(lm, q, NEURONS, deltas, top_n=3, top_k=(1, 2), top_k_steps=(0.5, 1.0), multi_sizes=(1, 3),
+                multi_steps={0.5: torch.tensor([0.1, 0.5])}, ig_steps=4, rows=16)
+    ng = attribute("neurgrad", lm, q).scores
+    assert torch.allclose(res["neurgrad"], ng) and torch.allclose(res["grad"] * torch.sign(res["acts"]), ng, atol=1e-12)
+    assert torch.allclose(res["ig"], attribute("ig", lm, q, target="answer_prob", steps=4, rule="linspace").scores)
+    lpi = attribute("lpi", lm, q, target="answer_logprob").scores.flatten()[NEURONS]
+    assert torch.allclose(res["lpi"], lpi, rtol=1e-4, atol=2e-6)  # differences of fp32 log-probs
+    assert torch.allclose(res["sweep"], sweep(lm, q, NEURONS, deltas, rows=16))
+    top = ng.flatten().abs().topk(3).indices
+    assert torch.equal(res["top"], top) and torch.allclose(res["top_sweep"], sweep(lm, q, top, deltas, rows=16))
+    one = polarity_shift(lm, q, top[:1], ng.flatten()[top[:1]], (0.5, 1.0))
+    assert res["top_k"]["neurgrad"].shape == (2, 2) and torch.allclose(res["top_k"]["neurgrad"][0], one.actual)
+    multi = res["multi"][0.5]
+    assert multi["actual"].shape == (2, 2) and multi["actual"].abs().max() > 0
+    assert set(res["seconds"]) == {"neurgrad", "grad", "ig", "lpi"}
+
+
+def test_answered_is_the_top_vocabulary_token(lm):
+    from neuronloc.neg import answered
+    query = make_query(lm, FREE)
+    with torch.no_grad():
+        ranked = lm.model(input_ids=query.prompt[None]).logits[0, -1].argsort(descending=True).tolist()
+    top, second = (Example(FREE.prompt, lm.tokenizer.decode([t])) for t in ranked[:2])
+    assert [len(make_query(lm, e).answer_tokens) for e in (top, second)] == [1, 1]  # single tokens in the char tokenizer
+    assert answered(lm, top) and not answered(lm, second)
+    assert not answered(lm, FREE)  # " 4." is two tokens
+
+
+def test_polarity_shifts_batched_equal_single_runs(lm):
+    from neuronloc.neg import polarity_shifts
+    negs = torch.tensor([2e-3, -1e-3, 5e-4, -4e-4], dtype=torch.float64)
+    runs = [(NEURONS[:1], negs[:1], torch.tensor([0.5, 1.0])), (NEURONS, negs, torch.tensor([0.0, 0.2, 0.4])),
+            (NEURONS[2:], negs[2:], torch.tensor([1.0]))]
+    batched = polarity_shifts(lm, CLOZE, runs, rows=4)
+    for (ids, g, steps), b in zip(runs, batched):
+        one = polarity_shift(lm, CLOZE, ids, g, steps)
+        assert torch.allclose(b.actual, one.actual, atol=1e-9, rtol=1e-5) and torch.allclose(b.predicted, one.predicted)
+    assert batched[1].actual[0] == pytest.approx(0.0, abs=1e-9) and batched[1].actual.abs().max() > 0

@@ -53,3 +53,20 @@ def test_overlap_heatmap_and_change_intervals_draw_the_table():
     assert [-10.0, 2.0, 5.0] == [p for p in points if p in (-10.0, 2.0, 5.0)]
     assert ax.get_title() == "x"
     plt.close(fig)
+
+
+def test_neg_figure_shapes_draw_their_data():
+    import pandas as pd
+    plots.style()
+    data = pd.DataFrame({"N": [1, 2, 4, 1, 2, 4], "r": [0.9, 0.8, 0.7, 0.5, 0.4, 0.3], "model": list("aaabbb")})
+    fig = plots.lines(data, "N", "r", hue="model", logx=True, chance=0.25)
+    ax = fig.axes[0]
+    ys = sorted(tuple(line.get_ydata().tolist()) for line in ax.get_lines() if len(line.get_xdata()) == 3)
+    assert ys == [(0.5, 0.4, 0.3), (0.9, 0.8, 0.7)] and ax.get_xscale() == "log"
+    fig = plots.bars(data, "model", "r", chance=0.25)
+    assert sorted(round(p.get_height(), 6) for p in fig.axes[0].patches) == [0.4, 0.8]  # means per model
+    fig = plots.heatmap(pd.DataFrame([[0.1, 0.2], [0.3, 0.4]], index=["x", "y"], columns=["u", "v"]))
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0.10", "0.20", "0.30", "0.40"]
+    fig = plots.histograms({"a": np.arange(10), "b": np.arange(5)}, bins=5)
+    assert fig.axes[0].get_yscale() == "log"
+    plt.close("all")

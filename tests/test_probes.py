@@ -180,3 +180,25 @@ def test_dedup_drops_test_records_found_in_train():
     repeat = replace(QUESTIONS[0], uid="test/7", demonstration=QUESTIONS[1])  # same record, another prompt
     kept = dedup([repeat, QUESTIONS[1]], train)
     assert kept == [QUESTIONS[1]]
+
+
+def test_tree_grid_cells_equal_a_direct_forest(planted):
+    train, _, test = planted
+    rows = probes.tree_grid(train, test, max_log2=3, neurons=16, seed=0)
+    assert [(r["trees"], r["depth"]) for r in rows] == [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (4, 1)]
+    direct = TreeProbe(n_trees=2, depth=2, neurons=16, seed=0).fit(train).accuracy(test)
+    assert rows[4]["acc"] == direct
+    assert max(r["acc"] for r in rows) > 0.6  # the planted neurons separate the options (chance 0.25)
+
+
+def test_robustness_matrix_transfers_between_contexts(planted, noise):
+    """Same features in two contexts: full transfer (1.0); a context of pure noise: its own
+    probe is at chance (robustness undefined) and the planted neurons transfer nothing to it."""
+    import math
+    train, _, test = planted
+    flipped = replace(train, negs=-train.negs), replace(test, negs=-test.negs)  # the same neurons, other polarity
+    out = probes.robustness_matrix({"x": (train, test), "same": (train, test), "flip": flipped,
+                                    "noise": (noise[0], noise[2])}, k=3)
+    assert out["acc"]["x", "x"] > 0.9 and out["robustness"]["x", "same"] == pytest.approx(1.0)
+    assert out["acc"]["flip", "flip"] > 0.9 and out["robustness"]["x", "flip"] == 0.0  # inverted votes: below chance
+    assert math.isnan(out["robustness"]["x", "noise"]) or out["robustness"]["x", "noise"] < 0.5

@@ -3,12 +3,13 @@ read-out on the real embedded model."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from collections import Counter
 
 import pytest
 import torch
 
-from neuronloc.tasks import (MCQuestion, Task, TaskError, fixed_options, label_token_ids, qatt, render,
+from neuronloc.tasks import (MCQuestion, Task, TaskError, demonstrations, few_shot, fixed_options, label_token_ids, qatt, render,
                              sample_distractors, with_distractors)
 
 from conftest import CharTokenizer
@@ -112,3 +113,29 @@ def test_embedded_model_reads_out_an_easy_answer(smol):
     result = evaluate_options(smol, [q, japan])
     assert result.correct.all()
     assert torch.allclose(result.probs[0], probs, atol=1e-5)
+
+
+def test_few_shot_shows_one_demonstration_per_option_before_the_question():
+    """NEG §5.4: #demos = #options, each option the answer of one; a chain renders in order."""
+    pool = [MCQuestion(stem=f"q{i}?", options=("yes", "no", "maybe"), answer=i % 3, instruction="Say.", uid=f"d{i}")
+            for i in range(9)]
+    q = MCQuestion(stem="Is it?", options=("yes", "no", "maybe"), answer=1, instruction="Say.", uid="q")
+    shot = few_shot(q, pool, seed=0)
+    demos = demonstrations(shot)
+    assert sorted(d.answer for d in demos) == [0, 1, 2] and {d.uid for d in demos} <= {p.uid for p in pool}
+    text = render(shot)
+    assert text.count("Say.") == 1 and text.startswith("Say.")  # the instruction once, first
+    positions = [text.index(f"Question: {d.stem}") for d in demos]
+    assert positions == sorted(positions) and positions[-1] < text.index("Question: Is it?")
+    for d in demos:  # each demonstration is answered with its own label
+        assert f"Question: {d.stem}\nOptions:\nA. yes\nB. no\nC. maybe\nAnswer: {d.answer_label}" in text
+    assert few_shot(q, pool, seed=0) == shot  # seeded
+    with pytest.raises(TaskError, match="no demonstration .* option 2"):
+        few_shot(q, [p for p in pool if p.answer != 2])
+
+
+def test_few_shot_never_shows_the_question_itself():
+    q = MCQuestion(stem="Is it?", options=("yes", "no"), answer=0, uid="q")
+    pool = [replace(q, uid="copy"), MCQuestion(stem="Other?", options=("yes", "no"), answer=0, uid="o"),
+            MCQuestion(stem="More?", options=("yes", "no"), answer=1, uid="m")]
+    assert {d.uid for d in demonstrations(few_shot(q, pool))} == {"o", "m"}

@@ -282,3 +282,26 @@ def robustness(acc_transfer: float, acc_own: float, chance: float) -> float:
     nan when Y's own probe is not above chance."""
     own = max(acc_own - chance, 0.0)
     return max(acc_transfer - chance, 0.0) / own if own > 0 else math.nan
+
+
+# ---------------------------------------------------------------- NEG §3.1, §4.1 (Fig. 4)
+
+def cumulative_share(values) -> torch.Tensor:
+    """NEG Fig. 4: share of Σ|values| held by the k largest |values|, for k = 1..n, `[n]`
+    (a flat view of `values`; 1.0 at k = n; nan everywhere if every value is 0)."""
+    v = _t(values).abs().reshape(-1).sort(descending=True).values
+    return v.cumsum(0) / v.sum()
+
+
+def top_share(values, fraction: float) -> float:
+    """Share of Σ|values| held by the top `fraction` of the entries by |value| (at least one)."""
+    share = cumulative_share(values)
+    return share[max(1, math.ceil(fraction * len(share))) - 1].item()
+
+
+def sign_agreement(a, b) -> float:
+    """NEG §3.1: fraction of entries where sign(a) == sign(b), over the entries where
+    neither is 0 (a neuron whose output never moves has no sign); nan if there is none."""
+    a, b = _t(a).reshape(-1), _t(b).reshape(-1)
+    both = (a != 0) & (b != 0)
+    return (torch.sign(a[both]) == torch.sign(b[both])).double().mean().item() if both.any() else math.nan

@@ -16,6 +16,9 @@ per condition instead (the tests and the bench check they agree).
   output_shifts   one shift per condition, `[condition]`
   sweep           Δ grid x sampled neurons, `[neuron, Δ]` (NEG Fig. 2, Tables 1, 2, 5)
   polarity_shift  k neurons shifted together by step·sign(NEG_i) (NEG §3.3 Fig. 3, §4.2 Fig. 5)
+  polarity_shifts several of them in one batched call
+  answered        is a prompt's single-token answer the model's top token (NEG §2.1 prompt filter)
+  study           all of the above and the estimators (NeurGrad, CG, IG, LPI) on one prompt (notebook 04)
 
 The metrics (`neg_slope`, `pearson_r`, `linear_ratio`, `r_by_range`, `linearity_table`, ...)
 live in `neuronloc.metrics`.
@@ -181,3 +184,107 @@ def polarity_shift(lm: LM, question, neurons, negs, steps, **kwargs) -> Polarity
     deltas = steps[:, None] * torch.sign(negs)[None]  # [S, k]
     actual = output_shifts(lm, question, to_ids(neurons), deltas, **kwargs)
     return PolarityShift(steps, deltas @ negs, actual)
+
+
+@torch.no_grad()
+def answered(lm: LM, question) -> bool:
+    """NEG §2.1 keeps prompts the model answers correctly: the answer is one token and it is
+    the most probable next token over the whole vocabulary."""
+    query = make_query(lm, question)
+    if len(query.answer_tokens) != 1:
+        return False
+    logits = lm.model(input_ids=query.prompt[None].to(lm.device)).logits[0, -1]
+    return int(logits.argmax()) == int(query.answer_tokens[0])
+
+
+def polarity_shifts(lm: LM, question, runs, **kwargs) -> list[PolarityShift]:
+    """Several `polarity_shift`s of one prompt in one batched `output_shifts` call (one
+    prefix cache): runs = [(neurons `[k]`, negs `[k]`, steps `[S]`), ...], k and S may differ.
+    Shorter neuron sets are padded with their own first neuron at Δ = 0 (a + 0·sign(a) = a)."""
+    runs = [(to_ids(n), torch.as_tensor(g, dtype=torch.float64).reshape(-1), torch.as_tensor(s, dtype=torch.float64).reshape(-1))
+            for n, g, s in runs]
+    width = max(len(n) for n, _, _ in runs)
+    ids, deltas = [], []
+    for neurons, negs, steps in runs:
+        d = steps[:, None] * torch.sign(negs)[None]  # [S, k]
+        pad = width - len(neurons)
+        ids.append(torch.cat([neurons, neurons[:1].expand(pad)]).expand(len(steps), -1))
+        deltas.append(torch.cat([d, torch.zeros(len(steps), pad, dtype=torch.float64)], 1))
+    actual = output_shifts(lm, question, torch.cat(ids), torch.cat(deltas), **kwargs).split([len(s) for _, _, s in runs])
+    return [PolarityShift(steps, steps[:, None] * torch.sign(negs)[None] @ negs, a) for (_, negs, steps), a in zip(runs, actual)]
+
+
+def grid(limit: float, step: float) -> torch.Tensor:
+    """The Δ grid -limit, -limit + step, ..., limit `[D]` float64 (NEG §2.1: limit 10, step 0.2)."""
+    n = round(limit / step)
+    return torch.arange(-n, n + 1, dtype=torch.float64) * step
+
+
+def study(lm: LM, question, neurons, deltas, top_n: int = 100, top_deltas=None, top_k=(1, 4, 16),
+          top_k_steps=(0.1, 0.5, 1.0), multi_sizes=(1, 4, 16), multi_steps=None, ig_steps: int = 20,
+          seed: int = 0, rows: int = 128) -> dict:
+    """Everything NEG §2-§4 measure on one prompt (notebook 04), as plain tensors.
+
+    - estimators at the answer position, each timed (NEG Table 2): "acts" `[layer, neuron]`,
+      "grad" (CG), "neurgrad" (CG·sign(a)), "ig" (IG of the answer probability, `ig_steps`
+      points, rule "linspace" as the NEG reference code); "lpi" `[n]` at `neurons` only;
+      "seconds" {method: wall seconds} (lpi: for the `neurons` alone).
+    - "neurons" `[n]` (sampled by the caller) and "sweep" `[n, D]` on `deltas` (Fig. 2, Tab. 1, 2).
+    - "top" `[top_n]` the largest |NeurGrad| and "top_sweep" `[top_n, D']` on `top_deltas`
+      (default: `deltas`) (App. A Tab. 5).
+    - "top_k" {method: `[len(top_k), S]`}: output shift when the top-K neurons by |score| of
+      neurgrad, grad and ig are shifted by step·sign(score) for the steps `top_k_steps` (Fig. 3).
+    - "multi" {limit: {"sizes", "predicted" `[sizes, S]`, "actual" `[sizes, S]`}}: N random
+      neurons (seeded, per N) shifted by step·sign(NeurGrad) for step in multi_steps[limit],
+      predicted Σ NeurGrad·Δ (Fig. 5, Fig. 14).
+    """
+    import time
+
+    from .attribution import attribute
+
+    site = lm.site()
+    neurons = to_ids(neurons)
+    out, seconds = {}, {}
+
+    def timed(name, fn):
+        start = time.perf_counter()
+        result = fn()
+        seconds[name] = time.perf_counter() - start
+        return result
+
+    scores = {"neurgrad": timed("neurgrad", lambda: attribute("neurgrad", lm, question).scores),
+              "grad": timed("grad", lambda: attribute("grad", lm, question).scores),
+              "ig": timed("ig", lambda: attribute("ig", lm, question, target="answer_prob", steps=ig_steps,
+                                                  rule="linspace").scores)}
+    lpi = timed("lpi", lambda: attribute("lpi", lm, question, target="answer_logprob", neurons=neurons).scores)
+    out.update(scores)
+    out["acts"] = attribute("activation", lm, question).scores
+    out["lpi"] = lpi.flatten()[neurons]
+    out["seconds"] = seconds
+    out["neurons"] = neurons
+    out["sweep"] = sweep(lm, question, neurons, deltas, rows=rows)
+    flat = {name: s.flatten() for name, s in scores.items()}
+    out["top"] = flat["neurgrad"].abs().topk(top_n).indices
+    out["top_sweep"] = sweep(lm, question, out["top"], deltas if top_deltas is None else top_deltas, rows=rows)
+    gen = torch.Generator().manual_seed(seed)
+    picks = {n: torch.randperm(site.n_neurons, generator=gen)[:n] for n in multi_sizes}
+    runs, where = [], []  # every polarity shift of the prompt in one batched call
+    for name, s in flat.items():
+        for k in top_k:
+            ids = s.abs().topk(k).indices
+            runs.append((ids, s[ids], top_k_steps))
+            where.append(("top_k", name))
+    for limit, steps in (multi_steps or {}).items():
+        for n in multi_sizes:
+            runs.append((picks[n], flat["neurgrad"][picks[n]], steps))
+            where.append(("multi", limit))
+    done = polarity_shifts(lm, question, runs, rows=rows) if runs else []
+    out["top_k"], out["multi"] = {}, {}
+    for name in flat:
+        out["top_k"][name] = torch.stack([r.actual for r, w in zip(done, where) if w == ("top_k", name)])
+    for limit, steps in (multi_steps or {}).items():
+        these = [r for r, w in zip(done, where) if w == ("multi", limit)]
+        out["multi"][limit] = {"sizes": torch.tensor(multi_sizes), "steps": torch.as_tensor(steps, dtype=torch.float64),
+                               "predicted": torch.stack([r.predicted for r in these]),
+                               "actual": torch.stack([r.actual for r in these])}
+    return out

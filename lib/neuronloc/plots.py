@@ -161,4 +161,56 @@ def convergence(rows: pd.DataFrame, title: str | None = None) -> plt.Figure:
            ylim=(-0.02, 1.02))
     ax.set_title(title or "Localization consistency vs data size (dashed: random sets of the same sizes)")
     ax.legend(title=None)
+
+
+# Figures of NEG (notebooks 04, 05) share four shapes; each takes a tidy DataFrame.
+
+def lines(data: pd.DataFrame, x: str, y: str, hue: str | None = None, title: str = "", logx: bool = False,
+          chance: float | None = None, ylabel: str | None = None, errorbar=None) -> plt.Figure:
+    """y over x, one line per `hue` (NEG Fig. 2 |r| vs shift range, Fig. 3 top-K shifts,
+    Fig. 4 cumulative |NEG|, Fig. 5/14 r vs neuron count, Fig. 7 accuracy vs training size,
+    Fig. 8 windows, Fig. 16/17 accuracy vs neuron count). chance: a dashed reference line."""
+    fig, ax = plt.subplots()
+    sns.lineplot(data=data, x=x, y=y, hue=hue, marker="o" if len(data) < 200 else None, ax=ax, errorbar=errorbar)
+    if logx:
+        ax.set_xscale("log", base=2)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set(xlabel=x, ylabel=ylabel or y, title=title)
+    if hue is not None or chance is not None:
+        ax.legend(title=None)
+    return fig
+
+
+def bars(data: pd.DataFrame, x: str, y: str, hue: str | None = None, title: str = "",
+         chance: float | None = None) -> plt.Figure:
+    """Grouped bars (NEG Fig. 6: probe accuracy per task; Fig. 12: |NEG| per layer)."""
+    fig, ax = plt.subplots()
+    sns.barplot(data=data, x=x, y=y, hue=hue, ax=ax, errorbar=None)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel=x, ylabel=y, title=title)
+    ax.tick_params(axis="x", rotation=30)
+    if hue is not None:
+        ax.legend(title=None, fontsize="small")
+    return fig
+
+
+def heatmap(matrix: pd.DataFrame, title: str = "", fmt: str = ".2f", xlabel: str | None = None,
+            ylabel: str | None = None) -> plt.Figure:
+    """A labelled matrix (NEG Fig. 9 accuracy over trees x depth; Fig. 21 robustness X -> Y)."""
+    fig, ax = plt.subplots()
+    sns.heatmap(matrix, annot=True, fmt=fmt, cmap="viridis", ax=ax, cbar=True)
+    ax.set(title=title, xlabel=xlabel or matrix.columns.name or "", ylabel=ylabel or matrix.index.name or "")
+    return fig
+
+
+def histograms(values: dict, title: str = "", xlabel: str = "value", bins: int = 60, logy: bool = True) -> plt.Figure:
+    """Histograms of named value sets on one axis (NEG Fig. 10 activations, Fig. 11 NEGs)."""
+    data = pd.concat([pd.DataFrame({xlabel: np.asarray(v, dtype=float).ravel(), "set": k}) for k, v in values.items()])
+    fig, ax = plt.subplots()
+    sns.histplot(data=data, x=xlabel, hue="set" if len(values) > 1 else None, bins=bins, ax=ax, element="step")
+    if logy:
+        ax.set_yscale("log")
+    ax.set(title=title)
     return fig

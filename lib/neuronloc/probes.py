@@ -478,3 +478,32 @@ def training_curve(make_probe, train: ProbeData, valid: ProbeData, test: ProbeDa
         probe = make_probe().fit(train.subset(perm[:n]), valid)
         rows.append({"n": n, "acc": probe.accuracy(test), "k": getattr(probe, "k", None)})
     return rows
+
+
+def tree_grid(train: ProbeData, test: ProbeData, max_log2: int = 12, neurons: int | None = 1024,
+              seed: int = 0) -> list[dict]:
+    """NEG §6.4, App. H.3 (Fig. 9, 22, 23): Tree-Probe accuracy on `test` for 2^N trees of
+    depth 2^M, N + M < max_log2, on the top `neurons` of the Magn ranking (App. H.3: 2^10).
+    Rows: {"trees", "depth", "acc"}."""
+    rows = []
+    for n in range(max_log2):
+        for m in range(max_log2 - n):
+            probe = TreeProbe(n_trees=2 ** n, depth=2 ** m, neurons=neurons, seed=seed).fit(train)
+            rows.append({"trees": 2 ** n, "depth": 2 ** m, "acc": probe.accuracy(test)})
+    return rows
+
+
+def robustness_matrix(contexts: dict, k: int = 32) -> dict:
+    """NEG §6.2, App. J (Fig. 21): Magn-Probe skill neurons found in context X (k of them,
+    fitted on X's train) classify context Y's test questions, for every pair (X, Y).
+
+    contexts: {name: (train, test) ProbeData}, the same questions' features under different
+    prompts (same option count). Returns {"acc": {(X, Y): ACC^Y(N^X)}, "robustness": {(X, Y):
+    metrics.robustness(ACC^Y(N^X), ACC^Y(N^Y), chance)}}.
+    """
+    from .metrics import robustness
+
+    probes = {x: MagnProbe(k=k).fit(train) for x, (train, _) in contexts.items()}
+    acc = {(x, y): probes[x].accuracy(test) for x in contexts for y, (_, test) in contexts.items()}
+    chance = {y: test.chance for y, (_, test) in contexts.items()}
+    return {"acc": acc, "robustness": {(x, y): robustness(acc[x, y], acc[y, y], chance[y]) for (x, y) in acc}}

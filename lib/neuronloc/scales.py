@@ -64,7 +64,7 @@ class CNL:
 
 @dataclass(frozen=True)
 class NEG:
-    """Linearity, NEG, NeurGrad, skill-neuron probes on MCEval8K (notebooks 05-06)."""
+    """Linearity, NEG, NeurGrad, skill-neuron probes on MCEval8K (notebooks 04-05)."""
 
     shift_range: float = 10.0  # §2.1: activation shift delta in [-10, 10]
     shift_step: float = 0.2  # §2.1: step 0.2 (101 shifts)
@@ -74,6 +74,10 @@ class NEG:
     fig2_neurons: int = 1000  # §2.1 Fig 2: random neurons per model
     n_prompts: int = 1000  # §2.2 Tab 1, §3.2 Tab 2: prompts the model answers correctly (MyriadLAMA)
     n_neurons: int = 100  # §2.2 Tab 1, §3.2 Tab 2: random neurons per prompt
+    top_neurons: int = 100  # App A Tab 5: the top-100-gradient neurons per prompt
+    ig_steps: int = 20  # §3.2 Tab 2 IG baseline: Dai et al. (2022)'s m = 20 (rule "linspace")
+    relations: tuple[str, ...] = tuple(f"pararel/{r}" for r in (  # §2.1 MyriadLAMA stand-in: PARAREL relations whose
+        "P36", "P103", "P37", "P1376", "P140", "P407"))  # objects SmolLM2-135M often predicts as its top token
     top_k: tuple[int, ...] = (1, 4, 16)  # §3.3 Fig 3: top-K neurons shifted
     attribution_shifts: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))  # §3.3: shift 0.1..1 step 0.1
     multi_sizes: tuple[int, ...] = tuple(2 ** i for i in range(13))  # §4.2 Fig 5: N = 2^0..2^12 neurons
@@ -89,6 +93,7 @@ class NEG:
     n_probe_test: int = 1000  # App F: test split
     probe_sizes: tuple[int, ...] = tuple(2 ** i for i in range(14))  # §5.3: neuron-set sizes 2^0..2^13
     few_shot: bool = True  # §5.4: zero- and few-shot (#demos = #options); False = zero-shot only
+    few_shot_tasks: tuple[str, ...] | None = None  # the tasks also run few-shot (None = every task)
     tree_max_log2: int = 12  # §6.4 fn 13: 2^N trees x depth 2^M, N + M < 12
     window: int = 64  # §6.3: substitutability windows of the ranking (Fig 8 caption says 32)
     robustness_neurons: int = 32  # §6.2, App J: skill neurons compared across 12 PAWS contexts
@@ -162,6 +167,18 @@ DEFAULT = Scale(
     NEG(fig2_neurons=100, n_prompts=100, n_neurons=100,
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
         n_probe_train=1024, n_probe_valid=200, n_probe_test=200, probe_sizes=tuple(2 ** i for i in range(12))),
+
+
+    # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers): ~45 min for these
+    CNL(n_localize=(("gsm8k", 32), ("emotion", 32), ("code", 32), ("metamath", 16), ("imdb", 16)),
+        data_sizes=(4, 8, 16, 32), max_answer_tokens=16, n_facts=100, n_reliability=200, n_pairs=100,
+        epochs=(1, 5), n_finetune=500, n_eval=200),
+    # NEG: reduced for time (notebook 04 <= 8 min, 05 <= 10 min on 2 idle cores; the counts are in the notebooks)
+    NEG(fig2_prompts=4, fig2_neurons=64, n_prompts=8, n_neurons=64, top_neurons=64,
+        relations=("pararel/P36", "pararel/P103", "pararel/P37"),
+        mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "myriadlama", "commensenseqa", "mlama")),
+        n_probe_train=32, n_probe_valid=8, n_probe_test=24, few_shot_tasks=("mceval8k/paws",),
+        tree_max_log2=8),
     bootstrap=1000,
     cross=Cross(n_ident=3, n_eval=40, ig_steps=8),  # m = 8 for every IG method: half the time
 )
@@ -175,9 +192,16 @@ SMOKE = Scale(
         max_answer_tokens=2, max_chars=350, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
         n_finetune=4, n_eval=4, n_random=1),
     NEG(shift_step=1.0, fig2_prompts=2, fig2_neurons=10, n_prompts=4, n_neurons=10, top_k=(1, 4),
+
+
+    CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
+        max_answer_tokens=8, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
+        n_finetune=8, n_eval=8, n_random=2),
+    NEG(shift_step=1.0, fig2_prompts=1, fig2_neurons=10, n_prompts=2, n_neurons=10, top_neurons=10, ig_steps=4,
+        relations=("pararel/P103",), top_k=(1, 4),
         attribution_shifts=(0.5, 1.0), multi_sizes=(1, 4, 16), multi_step=0.1, multi_ranges=(0.1, 1.0),
-        mceval_tasks=("mceval8k/paws", "mceval8k/agnews"), n_probe_train=32, n_probe_valid=16, n_probe_test=16,
-        probe_sizes=(1, 4, 16), few_shot=False, tree_max_log2=4, robustness_neurons=4),
+        mceval_tasks=("mceval8k/paws", "mceval8k/agnews"), n_probe_train=12, n_probe_valid=6, n_probe_test=8,
+        probe_sizes=(1, 4, 16), few_shot_tasks=("mceval8k/paws",), tree_max_log2=3, robustness_neurons=4),
     bootstrap=100,
     competence_n=24,
     cross=Cross(tasks=("neuronllm/sentiment", "mceval8k/myriadlama"), n_competence=8, n_ident=1, n_eval=4, k=20,

@@ -15,6 +15,7 @@ import torch
 from ..engine import Query, forward_rows, make_query, option_logits_suffice, prefix_cache, resolve_layers, rows_layout
 from ..hooks import capture
 from ..models import LM
+from ..neurons import to_ids, unflat
 from ..sites import final_norm
 from ..targets import get_target
 from .base import NeuronScores, register
@@ -129,7 +130,7 @@ def random_scores(lm: LM, question=None, target: str = "answer_prob", seed: int 
 @register("lpi")
 @torch.no_grad()
 def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str = "ffn.mid", chat: bool = False,
-        chunk: int = 512) -> NeuronScores:
+        chunk: int = 512, neurons=None) -> NeuronScores:
     """LPI, log-probability increase (Yu & Ananiadou 2024; NEG Table 2 baseline).
 
     For neuron i of layer l with activation a_i and output weight column v_i, at the
@@ -138,6 +139,8 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
     excluded) and p(. | x) = softmax(lm_head(final_norm(x))) reads a residual
     vector directly (logit lens). Defined where the family has site resid.mid and a
     linear FFN output projection (LLaMA, Mistral, Qwen, Gemma 1, Phi-3).
+    neurons: flat ids to score (the others hold NaN); each costs one read-out over the
+    vocabulary, so scoring every neuron of a layer costs n_inner of them.
     """
     site_, model = lm.site(site), lm.model
     down = site_.module(model, 0)
@@ -149,6 +152,11 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
     query = make_query(lm, question, chat=chat)
     y = int(query.answer_tokens[0])
     layers = resolve_layers(site_.n_layers, layers)
+    picked = None
+    if neurons is not None:
+        layer_of, index_of = unflat(to_ids(neurons, site_.shape), site_.n_inner)
+        picked = {l: index_of[layer_of == l] for l in layer_of.unique().tolist()}
+        layers = sorted(picked)
     at = [query.position]
     with capture(model, site_, layers, positions=at) as cap, capture(model, lm.site("resid.mid"), layers, positions=at) as mid:
         model(input_ids=query.prompt[None].to(lm.device))
@@ -163,9 +171,11 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
         a = cap.acts[l][0, 0].float()
         w = site_.module(model, l).weight.float()  # [d, n_inner]: column i is neuron i's value vector
         base = logp(resid[l][None])
+        units = torch.arange(site_.n_inner) if picked is None else picked[l]
         out = []
-        for s in range(0, site_.n_inner, chunk):
-            vecs = resid[l][None] + (a[s:s + chunk, None] * w[:, s:s + chunk].T)
+        for s in range(0, len(units), chunk):
+            u = units[s:s + chunk].to(a.device)
+            vecs = resid[l][None] + (a[u, None] * w[:, u].T)
             out.append(logp(vecs) - base)
-        scores[l] = torch.cat(out).cpu()
+        scores[l, units] = torch.cat(out).cpu()
     return _result(scores, "lpi", site, query, target, layers=layers)

@@ -7,6 +7,8 @@ from .core import (
     TaskError,
     fixed_options,
     continuation_ids,
+    demonstrations,
+    few_shot,
     label_token_ids,
     proxy_orders,
     qatt,
@@ -16,6 +18,6 @@ from .core import (
 )
 
 __all__ = [
-    "LETTERS", "MCQuestion", "READOUTS", "Task", "TaskError", "continuation_ids", "fixed_options", "label_token_ids",
+    "LETTERS", "MCQuestion", "READOUTS", "Task", "TaskError", "continuation_ids", "demonstrations", "few_shot", "fixed_options", "label_token_ids",
     "proxy_orders", "qatt", "render", "sample_distractors", "with_distractors",
 ]

@@ -31,7 +31,9 @@ class MCQuestion:
     options: option texts; `answer` indexes the correct one.
     labels: the tokens the model answers with, one per option ("A", "B", ...).
     instruction: role + rules (NeuronLLM QATT) or task instruction (NEG).
-    demonstration: an answered example shown before the question (one-shot).
+    demonstration: an answered example shown before the question (one-shot); a
+      demonstration's own `demonstration` is shown before it, so a chain of them is a
+      few-shot prompt (`few_shot`: NEG §5.4, one demonstration per option).
     uid: stable id of the source example; proxies of one example share it.
     style: "mc" lists the options and the model answers with a label letter;
       "cloze" shows only the stem and the model answers with the option itself
@@ -133,10 +135,43 @@ def _body(question: MCQuestion, with_answer: bool, readout: str) -> str:
     return text
 
 
+def demonstrations(question: MCQuestion) -> list[MCQuestion]:
+    """The answered examples shown before `question`, first shown first: its demonstration,
+    preceded by that demonstration's own demonstration, and so on (a few-shot chain)."""
+    chain, demo = [], question.demonstration
+    while demo is not None:
+        chain.append(demo)
+        demo = demo.demonstration
+    return chain[::-1]
+
+
+def few_shot(question: MCQuestion, pool: Sequence[MCQuestion], seed: int = 0) -> MCQuestion:
+    """`question` with one demonstration per option (NEG §5.4: #demos = #options, each
+    option the answer of one), drawn from `pool` and shown in a seeded random order.
+
+    The demonstrations carry the question's instruction-free body only (the instruction
+    is rendered once); a pool entry with the question's own stem is never used. A pool without a demonstration answered by some option is an error.
+    """
+    rng = random.Random(f"{seed}/{question.uid}")
+    chosen = []
+    for option in range(len(question.options)):
+        fits = [d for d in pool if d.answer == option and len(d.options) == len(question.options)
+                and d.stem != question.stem]  # never the question itself, answered
+        if not fits:
+            raise TaskError(f"few_shot: no demonstration in the pool is answered by option {option} "
+                            f"({question.options[option]!r}); give a larger pool")
+        chosen.append(rng.choice(fits))
+    rng.shuffle(chosen)
+    demo = None
+    for d in chosen:  # chain: the last one chosen is shown right before the question
+        demo = replace(d, instruction="", demonstration=demo, readout=question.readout)
+    return replace(question, demonstration=demo)
+
+
 def render(question: MCQuestion, tokenizer=None, chat: bool = False, readout: str | None = None) -> str:
     """Prompt text whose continuation is the answer.
 
-    Plain form: instruction, the demonstration (answered), the question, "Answer:".
+    Plain form: instruction, the demonstrations (answered, `demonstrations`), the question, "Answer:".
     With the letter read-out (`question.readout` unless `readout` is given) the options
     are listed and the model answers with " A", " B", ... (label preceded by a space).
     With the other read-outs the options are not listed: each option's text is the
@@ -154,8 +189,7 @@ def render(question: MCQuestion, tokenizer=None, chat: bool = False, readout: st
     parts = []
     if question.instruction:
         parts.append(question.instruction.strip())
-    if question.demonstration is not None:
-        parts.append(_body(question.demonstration, with_answer=True, readout=readout))
+    parts += [_body(d, with_answer=True, readout=readout) for d in demonstrations(question)]
     body = _body(question, with_answer=False, readout=readout)
     if not chat:
         return "\n\n".join(parts + [body])

@@ -729,3 +729,26 @@ def load_task(name: str, split: str = "test", n: int | None = None, seed: int = 
 def load_examples(name: str, split: str = "test", n: int | None = None, seed: int = 0) -> list[Example]:
     """A free-form data set by name ("gsm8k", "lre/country_capital_city", "pararel/P17", ...; see EXAMPLE_LOADERS)."""
     return _lookup(EXAMPLE_LOADERS, name, "data set")(split=split, n=n, seed=seed)
+
+
+def mceval8k_composition(tasks=None) -> list[dict]:
+    """NEG App. F Tab. 7 as the data mirror holds it: per MCEval8K task, the genre, records per
+    split (0 where the mirror lacks the file), test records that reappear in train and in
+    valid, the option count and the largest share of one answer position in test (0.5 for a
+    balanced 2-option task, 0.25 for 4 options). tasks: names without the "mceval8k/" prefix
+    (default: all 22)."""
+    rows = []
+    for task in tasks or MCEVAL8K:
+        genre, fields, _ = MCEVAL8K[task]
+        base = f"mceval8k/{genre}/{task}"
+        records = {s: read_records(f"{base}/{s}.json", fields) if f"{base}/{s}.json" in manifest() else []
+                   for s in ("train", "valid", "test")}
+        keys = {s: {_key(r) for r in rs} for s, rs in records.items()}
+        test = mceval8k(task, "test")
+        answers = Counter(q.answer for q in test)
+        rows.append({"task": task, "genre": genre, **{s: len(rs) for s, rs in records.items()},
+                     "test in train": sum(_key(r) in keys["train"] for r in records["test"]),
+                     "test in valid": sum(_key(r) in keys["valid"] for r in records["test"]),
+                     "options": max(len(q.options) for q in test),
+                     "largest answer share": max(answers.values()) / len(test)})
+    return rows
