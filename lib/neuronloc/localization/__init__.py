@@ -8,11 +8,11 @@ rank-one edit (`rome_edit`, `applied`) and knowledge circuits (`knowledge_circui
 `circuit_recall`), all reading a `Fact` (`make_fact`).
 """
 from .causal_tracing import Trace, causal_trace
-from .circuits import Circuit, Node, Recall, circuit_recall, knowledge_circuit, node_scores
+from .circuits import Circuit, Node, Recall, circuit_recall, knowledge_circuit, node_parameters, node_scores, parameter_share
 from .facts import Fact, make_fact
 from .methods import METHODS, Located, Method, locate, question_scores
 from .rome import RomeEdit, applied, corpus_texts, key_moments, rome_edit
 
 __all__ = ["METHODS", "Circuit", "Fact", "Located", "Method", "Node", "Recall", "RomeEdit", "Trace", "applied",
            "causal_trace", "circuit_recall", "corpus_texts", "key_moments", "knowledge_circuit", "locate",
-           "make_fact", "node_scores", "question_scores", "rome_edit"]
+           "make_fact", "node_parameters", "node_scores", "parameter_share", "question_scores", "rome_edit"]

@@ -16,6 +16,9 @@ would score head-to-head paths and needs one gradient per receiving node.
 Evaluation (`circuit_recall`): ablate every node NOT in the circuit (one forward) and
 read P(answer) and whether it is the top-1 token.
 
+Size: `Circuit.share` is the fraction of the model's nodes; `parameter_share` the fraction of
+its parameters (a head = 1/n_heads of its attention block, an MLP = its block).
+
 Cost per fact: find = 1 forward + 1 backward (+ nothing for mean ablation: the means
 come from the same clean forward); evaluate = 1 forward (+ 1 clean forward for the means).
 """
@@ -144,6 +147,41 @@ def ablation_edits(lm: LM, fact: Fact, ablated: list[Node], ablation: str = "zer
     head_edits = [Edit(l, units, "set", means["head"][l][units] if means else 0.0, positions="all")
                   for l, units in by_layer.items()]
     return head_edits, mlp_edits
+
+
+def _parent(path: str) -> str:
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def node_parameters(lm: LM) -> tuple[list[float], list[int], int]:
+    """Parameter counts for CNL's 'share of the model's parameters' of a circuit (§3.1, §3.2):
+    (per layer, one attention head's parameters; per layer, the MLP's; all the model's).
+
+    A head is 1/n_heads of its attention block's parameters (its query rows and output
+    columns, and its share of the key/value heads it reads under grouped-query attention);
+    the MLP is every parameter of the block whose down-projection holds the neurons. The
+    total counts every parameter once (tied embeddings once), norms and embeddings included.
+    """
+    heads_site, mid = lm.site("attn.head"), lm.site("ffn.mid")
+    attn_path, mlp_path = _parent(heads_site.module_path), _parent(mid.module_path)
+    if not attn_path or not mlp_path:
+        raise ValueError(f"cannot find the attention and MLP blocks of {lm.family.name!r} "
+                         f"(from {heads_site.module_path!r} and {mid.module_path!r})")
+    layers = lm.model.get_submodule(heads_site.layers_path)
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+    heads = [count(layers[l].get_submodule(attn_path)) / heads_site.n_heads for l in range(heads_site.n_layers)]
+    mlps = [count(layers[l].get_submodule(mlp_path)) for l in range(heads_site.n_layers)]
+    return heads, mlps, count(lm.model)
+
+
+def parameter_share(lm: LM, nodes) -> float:
+    """Fraction of all the model's parameters held by `nodes` (a Circuit or a list of Node);
+    counts from `node_parameters`."""
+    heads, mlps, total = node_parameters(lm)
+    nodes = nodes.nodes if isinstance(nodes, Circuit) else nodes
+    return sum(mlps[n.layer] if n.head is None else heads[n.layer] for n in set(nodes)) / total
 
 
 @torch.no_grad()
