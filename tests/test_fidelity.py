@@ -155,3 +155,37 @@ def test_paraphrase_groups_keep_known_facts_with_enough_paraphrases(lm):
     other = [Example("Toko plays", "r", "e/0", {"fact": "e", "subject": "Toko"})] * 2  # "r" is not its top-1
     assert make_fact(known_lm, other[0]).target != f.target
     assert paraphrase_groups(known_lm, other, 2, known=True) == []
+
+
+def test_answer_top1_is_greedy_decoding(lm):
+    from neuronloc.localization.validation import answer_top1
+
+    prompt = torch.tensor([1, 8, 9, 10])
+    ids = prompt.clone()
+    with torch.no_grad():
+        for _ in range(3):  # greedy decoding by hand
+            ids = torch.cat([ids, lm.model(input_ids=ids[None]).logits[0, -1].argmax()[None]])
+    greedy = ids[len(prompt):]
+    assert answer_top1(lm, prompt, greedy)
+    assert answer_top1(lm, prompt, greedy[:2])
+    wrong = greedy.clone()
+    wrong[2] = (wrong[2] + 1) % 128
+    assert not answer_top1(lm, prompt, wrong)
+
+
+def test_localize_is_the_three_localizers_and_resumes_from_the_store(lm, tmp_path):
+    from neuronloc.localization import causal_trace, knowledge_circuit
+    from neuronloc.localization.validation import kn_scores, localize
+    from neuronloc.store import Store
+
+    fact = Fact(torch.tensor([1, 5, 9, 13, 7, 22]), range(1, 3), torch.tensor([40]))
+    store = Store(tmp_path)
+    loc = localize(lm, fact, store, steps=4, top_layers=2)
+    assert torch.equal(loc.kn, kn_neurons(kn_scores(lm, fact, 4)))
+    trace = causal_trace(lm, fact, kinds=("mlp.out",))
+    assert loc.layers == trace.top_layers(2, "mlp.out", "subject_last")
+    assert loc.circuit.nodes == knowledge_circuit(lm, fact, "zero", 0.01).nodes
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 3  # KN scores, trace, circuit
+    again = localize(lm, fact, store, steps=4, top_layers=2)
+    assert sorted(tmp_path.iterdir()) == files and torch.equal(again.kn, loc.kn) and again.layers == loc.layers

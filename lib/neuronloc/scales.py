@@ -48,6 +48,9 @@ class CNL:
     n_paraphrases: int = 5  # §3.1: variants per fact (original + 4 GPT-4o rewrites)
     top_layers: int = 3  # §3.1: causal tracing keeps the top k = 3 layers
     n_reliability: int = 1000  # §3.2: zsRE facts (count not stated; the zsRE MEND 1k subset)
+    kn_steps: int = 20  # §3.1: KN's IG grid points (Dai et al. 2022: m = 20)
+    n_edits: int = 100  # §3.2 Fig 2: facts edited with ROME at each layer (count not stated)
+    edit_every: int = 1  # §3.2 Fig 2: edit every layer (k: every k-th layer)
     n_pairs: int = 1000  # §4.1: decoupling pairs "a+b" vs "Python for a+b"
     epochs: tuple[int, ...] = (1, 5, 10)  # §5.4 Tab 2: fine-tuning epochs
     lr: float = 1e-5  # §5.4: Adam learning rate
@@ -153,7 +156,7 @@ SMOKE = Scale(
     NeuronLLM(tasks=("neuronllm/sentiment", "neuronllm/commonsense"), n_train=1, n_eval=4, ig_steps=4, z=5000 / PAPER_NEURONS, k=20,
               ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4),
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
-        max_answer_tokens=8, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
+        max_answer_tokens=8, n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=8, kn_steps=4, n_edits=2, edit_every=10, epochs=(1,),
         n_finetune=8, n_eval=8, n_random=2),
     NEG(shift_step=1.0, fig2_prompts=2, fig2_neurons=10, n_prompts=4, n_neurons=10, top_k=(1, 4),
         attribution_shifts=(0.5, 1.0), multi_sizes=(1, 4, 16), multi_step=0.1, multi_ranges=(0.1, 1.0),

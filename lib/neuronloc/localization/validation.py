@@ -1,6 +1,8 @@
 """The CNL paper's tests of per-fact localization (CNL §3): the knowledge neurons of one
 fact, and the validations of KN and ROME that CNL §3.2 re-runs.
 
+localize: the three localizers of CNL §3.1 for one prompt (KN neurons, the causal trace's
+  top layers, the knowledge circuit), cached.
 kn_neurons (KN, Dai et al. 2022; CNL §3.1 'distributed parameters'): integrated gradients
   of P(answer's first token) for every FFN neuron at the last prompt position (grid
   alpha = linspace(0, 1, steps), KN's m = 20); a neuron is located when its score is
@@ -20,7 +22,7 @@ and object.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -31,8 +33,38 @@ from ..engine import Query, logits_from
 from ..hooks import Edit, intervene
 from ..models import LM
 from ..store import Store, key
+from .causal_tracing import Trace, causal_trace
+from .circuits import Circuit, knowledge_circuit
 from .facts import Fact, last_probs, make_fact
 from .rome import applied, rome_edit
+
+
+class Localized(NamedTuple):
+    """The three CNL §3.1 localizations of one prompt: KN neurons (flat ids), the causal
+    trace's top layers, the knowledge circuit (its nodes: `circuit.nodes`)."""
+
+    kn: torch.Tensor
+    layers: list[int]
+    circuit: Circuit
+    trace: Trace
+
+
+def localize(lm: LM, fact: Fact, store: Store | None = None, steps: int = 20, threshold: float = 0.2,
+             top_layers: int = 3, kind: str = "mlp.out", token: str = "subject_last", noise: float = 3.0,
+             circuit_threshold: float = 0.01, ablation: str = "zero", seed: int = 0) -> Localized:
+    """KN (`kn_scores`, `kn_neurons`), causal tracing (`causal_trace` of `kind`; the top_layers
+    layers of largest indirect effect at `token`) and the knowledge circuit
+    (`knowledge_circuit` with `circuit_threshold`, `ablation`) of one prompt; each cached in `store`."""
+    kn = kn_neurons(kn_scores(lm, fact, steps, store=store), threshold)
+
+    def cached(name, fn, **params):
+        return fn() if store is None else store.cached(key(model=lm, kind=name, prompt=fact.prompt, subject=[fact.subject.start, fact.subject.stop],
+                                                            answer=fact.answer, **params), fn)
+    trace = cached("causal_trace", lambda: causal_trace(lm, fact, kinds=(kind,), noise=noise, seed=seed),
+                   kinds=[kind], noise=noise, seed=seed)
+    circuit = cached("knowledge_circuit", lambda: knowledge_circuit(lm, fact, ablation, circuit_threshold),
+                     ablation=ablation, threshold=circuit_threshold)
+    return Localized(kn, trace.top_layers(top_layers, kind, token), circuit, trace)
 
 
 def kn_scores(lm: LM, fact: Fact, steps: int = 20, site: str = "ffn.mid", store: Store | None = None) -> torch.Tensor:
@@ -97,3 +129,12 @@ def layer_sweep(lm: LM, prompt: str, subject: str, new: str, true: str, layers: 
         with applied(lm, edit):
             rows += read(layer)
     return rows
+
+
+@torch.no_grad()
+def answer_top1(lm: LM, prompt: torch.Tensor, answer: torch.Tensor) -> bool:
+    """Whether greedy decoding after `prompt` starts with `answer`: every answer token is the
+    top-1 token under teacher forcing. prompt `[n]`, answer `[k]` token ids."""
+    ids = torch.cat([prompt, answer[:-1]])[None].to(lm.device)
+    logits = lm.model(input_ids=ids, **logits_from(lm.model, len(answer))).logits[0, -len(answer):]
+    return bool((logits.argmax(-1).cpu() == answer).all())
