@@ -189,3 +189,25 @@ def test_localize_is_the_three_localizers_and_resumes_from_the_store(lm, tmp_pat
     assert len(files) == 3  # KN scores, trace, circuit
     again = localize(lm, fact, store, steps=4, top_layers=2)
     assert sorted(tmp_path.iterdir()) == files and torch.equal(again.kn, loc.kn) and again.layers == loc.layers
+
+
+def test_trace_of_some_tokens_equals_those_columns_of_the_full_trace(lm):
+    from neuronloc.localization import causal_trace
+
+    fact = Fact(torch.tensor([1, 5, 9, 13, 7, 22]), range(1, 3), torch.tensor([40]))
+    full = causal_trace(lm, fact, kinds=("mlp.out",))
+    part = causal_trace(lm, fact, kinds=("mlp.out",), tokens=["subject_last", 4])
+    for t in (2, 4):
+        assert torch.allclose(part.restored["mlp.out"][:, t], full.restored["mlp.out"][:, t], rtol=1e-9, atol=1e-12)
+    assert torch.isnan(part.restored["mlp.out"][:, [0, 1, 3, 5]]).all()
+    assert part.top_layers(2, "mlp.out", "subject_last") == full.top_layers(2, "mlp.out", "subject_last")
+
+
+def test_circuit_top_k_equals_the_top_k_circuit(lm):
+    from neuronloc.localization import knowledge_circuit
+
+    fact = Fact(torch.tensor([1, 5, 9, 13, 7, 22]), range(1, 3), torch.tensor([40]))
+    by_threshold = knowledge_circuit(lm, fact, "zero", 0.01)
+    for k in (1, 5, 15):
+        assert by_threshold.top(k) == knowledge_circuit(lm, fact, "zero", top_k=k).nodes
+    assert by_threshold.top(len(by_threshold.nodes)) == by_threshold.nodes  # the threshold keeps a top-k prefix

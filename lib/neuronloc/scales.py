@@ -52,6 +52,7 @@ class CNL:
     n_edits: int = 100  # §3.2 Fig 2: facts edited with ROME at each layer (count not stated)
     edit_every: int = 1  # §3.2 Fig 2: edit every layer (k: every k-th layer)
     n_pairs: int = 1000  # §4.1: decoupling pairs "a+b" vs "Python for a+b"
+    pair_steps: int = 20  # §4.2 Eq. 5: IG grid points per sub-sample (not given; Eq. 7's S + 1 = 20)
     epochs: tuple[int, ...] = (1, 5, 10)  # §5.4 Tab 2: fine-tuning epochs
     lr: float = 1e-5  # §5.4: Adam learning rate
     n_finetune: int | None = None  # §5.4: training examples per data set (None = the whole train split)
@@ -142,7 +143,8 @@ DEFAULT = Scale(
     NeuronLLM(n_eval=50, z=5000 / PAPER_NEURONS, k=100),
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers): ~45 min for these
     CNL(n_localize=(("gsm8k", 32), ("emotion", 32), ("code", 32), ("metamath", 16), ("imdb", 16)),
-        data_sizes=(4, 8, 16, 32), max_answer_tokens=16, n_facts=100, n_reliability=200, n_pairs=100,
+        data_sizes=(4, 8, 16, 32), max_answer_tokens=16,
+        n_facts=8, n_reliability=16, n_pairs=16, pair_steps=5, kn_steps=10, n_edits=4, edit_every=3,  # 01 <= 8 min, 02 <= 4 min
         epochs=(1, 5), n_finetune=500, n_eval=200),
     NEG(fig2_neurons=100, n_prompts=100, n_neurons=100,
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
@@ -156,7 +158,8 @@ SMOKE = Scale(
     NeuronLLM(tasks=("neuronllm/sentiment", "neuronllm/commonsense"), n_train=1, n_eval=4, ig_steps=4, z=5000 / PAPER_NEURONS, k=20,
               ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4),
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
-        max_answer_tokens=8, n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=8, kn_steps=4, n_edits=2, edit_every=10, epochs=(1,),
+        max_answer_tokens=8, epochs=(1,),
+        n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, edit_every=10,
         n_finetune=8, n_eval=8, n_random=2),
     NEG(shift_step=1.0, fig2_prompts=2, fig2_neurons=10, n_prompts=4, n_neurons=10, top_k=(1, 4),
         attribution_shifts=(0.5, 1.0), multi_sizes=(1, 4, 16), multi_step=0.1, multi_ranges=(0.1, 1.0),

@@ -61,6 +61,11 @@ class Circuit:
         """Nodes of the whole model."""
         return self.heads.numel() + self.mlps.numel()
 
+    def top(self, k: int) -> list[Node]:
+        """The k nodes of largest |score| (ties by node order): `knowledge_circuit(top_k=k)`'s
+        nodes, from this circuit's scores without recomputing them."""
+        return _ranked(self.heads, self.mlps)[:k]
+
     @property
     def share(self) -> float:
         """Fraction of the model's nodes in the circuit."""
@@ -113,18 +118,23 @@ def knowledge_circuit(lm: LM, fact, ablation: str = "zero", threshold: float | N
     relative effect |score| >= threshold, or the top_k by |score| (then threshold is ignored)."""
     fact = make_fact(lm, fact, subject, answer)
     heads, mlps, p_clean = node_scores(lm, fact, ablation)
+    ranked = _ranked(heads, mlps)
+    if top_k is not None:
+        nodes = ranked[:top_k]
+    elif threshold is not None:
+        scores = {n: abs(float(mlps[n.layer] if n.head is None else heads[n.layer, n.head])) for n in ranked}
+        nodes = [n for n in ranked if scores[n] >= threshold]
+    else:
+        raise ValueError("pass threshold= or top_k= to choose the circuit's nodes")
+    return Circuit(fact, heads, mlps, nodes, p_clean, dict(ablation=ablation, threshold=threshold, top_k=top_k))
+
+
+def _ranked(heads: torch.Tensor, mlps: torch.Tensor) -> list[Node]:
+    """Every node by |score|, largest first; ties in node order (heads of layer 0.., then MLPs)."""
     all_nodes = [Node(l, h) for l in range(heads.shape[0]) for h in range(heads.shape[1])] + \
                 [Node(l) for l in range(len(mlps))]
     scores = torch.cat([heads.flatten(), mlps]).abs()
-    order = torch.argsort(scores, descending=True, stable=True)
-    if top_k is not None:
-        keep = order[:top_k]
-    elif threshold is not None:
-        keep = order[scores[order] >= threshold]
-    else:
-        raise ValueError("pass threshold= or top_k= to choose the circuit's nodes")
-    nodes = [all_nodes[int(i)] for i in keep]
-    return Circuit(fact, heads, mlps, nodes, p_clean, dict(ablation=ablation, threshold=threshold, top_k=top_k))
+    return [all_nodes[int(i)] for i in torch.argsort(scores, descending=True, stable=True)]
 
 
 def ablation_edits(lm: LM, fact: Fact, ablated: list[Node], ablation: str = "zero") -> tuple[list[Edit], list[Edit]]:

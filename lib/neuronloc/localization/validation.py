@@ -60,8 +60,9 @@ def localize(lm: LM, fact: Fact, store: Store | None = None, steps: int = 20, th
     def cached(name, fn, **params):
         return fn() if store is None else store.cached(key(model=lm, kind=name, prompt=fact.prompt, subject=[fact.subject.start, fact.subject.stop],
                                                             answer=fact.answer, **params), fn)
-    trace = cached("causal_trace", lambda: causal_trace(lm, fact, kinds=(kind,), noise=noise, seed=seed),
-                   kinds=[kind], noise=noise, seed=seed)
+    tokens = None if token == "max" else [token]  # restore only where the layers are ranked
+    trace = cached("causal_trace", lambda: causal_trace(lm, fact, kinds=(kind,), noise=noise, seed=seed, tokens=tokens),
+                   kinds=[kind], noise=noise, seed=seed, tokens=tokens)
     circuit = cached("knowledge_circuit", lambda: knowledge_circuit(lm, fact, ablation, circuit_threshold),
                      ablation=ablation, threshold=circuit_threshold)
     return Localized(kn, trace.top_layers(top_layers, kind, token), circuit, trace)
