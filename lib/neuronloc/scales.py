@@ -144,7 +144,7 @@ DEFAULT = Scale(
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers): ~45 min for these
     CNL(n_localize=(("gsm8k", 32), ("emotion", 32), ("code", 32), ("metamath", 16), ("imdb", 16)),
         data_sizes=(4, 8, 16, 32), max_answer_tokens=16,
-        n_facts=8, n_reliability=16, n_pairs=16, pair_steps=5, kn_steps=10, n_edits=4, edit_every=3,  # 01 <= 8 min, 02 <= 4 min
+        n_facts=5, n_reliability=8, n_pairs=10, pair_steps=4, kn_steps=6, n_edits=2, edit_every=5,  # 01 <= 8 min, 02 <= 4 min
         epochs=(1, 5), n_finetune=500, n_eval=200),
     NEG(fig2_neurons=100, n_prompts=100, n_neurons=100,
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
