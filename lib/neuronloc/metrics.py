@@ -166,6 +166,46 @@ def coincidence(sets_a: list, sets_b: list | None = None) -> float:
     return sum(rates) / len(rates)
 
 
+def pairwise_overlap(sets: list) -> float:
+    """CNL §3.1 fidelity: the mean Eq. 9 `overlap` over every pair of `sets` (the located
+    sets of the paraphrases of one fact, matched pairwise). Pairs with an empty set are
+    skipped; nan if no pair is left."""
+    values = [overlap(a, b) for i, a in enumerate(sets) for b in sets[i + 1:]]
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def random_overlap(size_a: int, size_b: int, n: int) -> float:
+    """Expected Eq. 9 `overlap` of two independent uniformly random sets of sizes a and b
+    out of n: E|A n B| = a b / n, so (a b / n / a + a b / n / b) / 2 = (a + b) / (2 n)."""
+    if not (0 < size_a <= n and 0 < size_b <= n):
+        raise ValueError(f"set sizes must be in 1..{n}, got {size_a} and {size_b}")
+    return (size_a + size_b) / (2 * n)
+
+
+def chance_coincidence(sizes_a, sizes_b=None, n: int = 1) -> float:
+    """What `coincidence` gives in expectation (for its intersection sizes) when every set
+    is drawn independently and uniformly from n elements with the given sizes.
+
+    pairs (sizes_b given): mean_k (a_k b_k / n) / ((a_k + b_k) / 2);
+    n-way (sizes_b None): n * prod_k (a_k / n) / mean_k a_k.
+    """
+    a = [int(s) for s in sizes_a]
+    if not a or any(not 0 <= s <= n for s in a):
+        raise ValueError(f"need at least one set size, each in 0..{n}")
+    if sizes_b is None:
+        mean = sum(a) / len(a)
+        if not mean:
+            return math.nan
+        log_p = sum(math.log(s / n) if s else -math.inf for s in a)
+        return n * math.exp(log_p) / mean
+    b = [int(s) for s in sizes_b]
+    if len(a) != len(b):
+        raise ValueError(f"sizes_a and sizes_b must pair up, got {len(a)} and {len(b)}")
+    rates = [2 * x * y / n / (x + y) if x + y else math.nan for x, y in zip(a, b)]
+    return sum(rates) / len(rates)
+
+
 # ---------------------------------------------------------------- NEG §2.2, §3.2
 
 def neg_slope(deltas, shifts) -> torch.Tensor:

@@ -213,4 +213,48 @@ def histograms(values: dict, title: str = "", xlabel: str = "value", bins: int =
     if logy:
         ax.set_yscale("log")
     ax.set(title=title)
+
+
+def paraphrase_overlap(table: pd.DataFrame, title: str | None = None) -> plt.Figure:
+    """CNL §3.1 fidelity: overlap of the located sets per localizer, for paraphrases of one fact
+    and for the baselines. `table`: one row per (method, comparison) with columns method,
+    comparison, overlap, lo, hi (the interval; NaN where there is none), overlaps in 0..1."""
+    fig, ax = plt.subplots()
+    sns.barplot(data=table, x="method", y="overlap", hue="comparison", ax=ax, errorbar=None)
+    comparisons = list(dict.fromkeys(table["comparison"]))
+    for bars, comparison in zip(ax.containers, comparisons):
+        rows = table[table["comparison"] == comparison].set_index("method")
+        for bar, method in zip(bars, rows.index):
+            lo, hi = rows.loc[method, ["lo", "hi"]]
+            if np.isfinite(lo) and np.isfinite(hi):
+                x = bar.get_x() + bar.get_width() / 2
+                ax.plot([x, x], [lo, hi], color="black", lw=1)
+    ax.set(xlabel=None, ylabel="overlap (CNL Eq. 9)", ylim=(0, 1))
+    ax.set_title(title or "Overlap of located sets across paraphrases")
+    ax.legend(title=None)
+    return fig
+
+
+def edit_by_layer(rows: pd.DataFrame, traced: Sequence[int] = (), title: str | None = None) -> plt.Figure:
+    """CNL Fig. 2: ROME edit success per edited layer. `rows`: columns layer, prompt
+    ("edited" or "paraphrase"), success (0/1 per fact); mean and 95 % interval over facts.
+    traced: layers the causal trace put first (marked)."""
+    fig, ax = plt.subplots()
+    sns.lineplot(data=rows, x="layer", y="success", hue="prompt", marker="o", ax=ax, errorbar=("ci", 95))
+    for layer in sorted(set(traced)):
+        ax.axvline(layer, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="edited layer", ylabel="P(new object) > P(true object)", ylim=(-0.02, 1.02))
+    ax.set_title(title or "ROME edit success by edited layer")
+    ax.legend(title=None)
+    return fig
+
+
+def intersection_by_count(curves: pd.DataFrame, title: str | None = None) -> plt.Figure:
+    """CNL §4.2: n-way coincidence (Eq. 6, t = t*) of the located sets of n samples against n.
+    `curves`: columns n, coincidence, set (e.g. "answer", "code", "random sets")."""
+    fig, ax = plt.subplots()
+    sns.lineplot(data=curves, x="n", y="coincidence", hue="set", marker="o", ax=ax, errorbar=None)
+    ax.set(xscale="log", xlabel="samples intersected (n)", ylabel="|intersection| / mean set size")
+    ax.set_title(title or "Neurons shared by all n samples of one task requirement")
+    ax.legend(title=None)
     return fig

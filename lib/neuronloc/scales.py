@@ -49,7 +49,11 @@ class CNL:
     n_paraphrases: int = 5  # §3.1: variants per fact (original + 4 GPT-4o rewrites)
     top_layers: int = 3  # §3.1: causal tracing keeps the top k = 3 layers
     n_reliability: int = 1000  # §3.2: zsRE facts (count not stated; the zsRE MEND 1k subset)
+    kn_steps: int = 20  # §3.1: KN's IG grid points (Dai et al. 2022: m = 20)
+    n_edits: int = 100  # §3.2 Fig 2: facts edited with ROME at each layer (count not stated)
+    edit_every: int = 1  # §3.2 Fig 2: edit every layer (k: every k-th layer)
     n_pairs: int = 1000  # §4.1: decoupling pairs "a+b" vs "Python for a+b"
+    pair_steps: int = 20  # §4.2 Eq. 5: IG grid points per sub-sample (not given; Eq. 7's S + 1 = 20)
     epochs: tuple[int, ...] = (1, 5, 10)  # §5.4 Tab 2: fine-tuning epochs
     lr: float = 1e-5  # §5.4: Adam learning rate
     n_finetune: int | None = None  # §5.4: training examples per data set (None = the whole train split)
@@ -171,7 +175,8 @@ DEFAULT = Scale(
 
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers): ~45 min for these
     CNL(n_localize=(("gsm8k", 32), ("emotion", 32), ("code", 32), ("metamath", 16), ("imdb", 16)),
-        data_sizes=(4, 8, 16, 32), max_answer_tokens=16, n_facts=100, n_reliability=200, n_pairs=100,
+        data_sizes=(4, 8, 16, 32), max_answer_tokens=16,
+        n_facts=5, n_reliability=8, n_pairs=10, pair_steps=4, kn_steps=6, n_edits=2, edit_every=5,  # 01 <= 8 min, 02 <= 4 min
         epochs=(1, 5), n_finetune=500, n_eval=200),
     # NEG: reduced for time (notebook 04 <= 8 min, 05 <= 10 min on 2 idle cores; the counts are in the notebooks)
     NEG(fig2_prompts=4, fig2_neurons=64, n_prompts=8, n_neurons=64, top_neurons=64,
@@ -195,7 +200,8 @@ SMOKE = Scale(
 
 
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
-        max_answer_tokens=8, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
+        max_answer_tokens=8, epochs=(1,),
+        n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, edit_every=10,
         n_finetune=8, n_eval=8, n_random=2),
     NEG(shift_step=1.0, fig2_prompts=1, fig2_neurons=10, n_prompts=2, n_neurons=10, top_neurons=10, ig_steps=4,
         relations=("pararel/P103",), top_k=(1, 4),

@@ -14,7 +14,8 @@ block adds to the residual stream). `window` restores a run of that many layers
 centred on l (ROME uses 10 for mlp/attn; default 1 = the layer alone).
 
 Cost per fact: 1 clean forward + per kind one batched forward per layer, of
-1 + n_tokens rows (row 0 corrupted, row 1 + t restored at token t).
+1 + n_tokens rows (row 0 corrupted, row 1 + t restored at token t; `tokens` restricts the
+restored tokens, e.g. to the subject's last one).
 """
 from __future__ import annotations
 
@@ -65,10 +66,12 @@ def corruption(lm: LM, fact: Fact, noise: float = 3.0, seed: int = 0) -> Edit:
 
 
 def causal_trace(lm: LM, fact, kinds=KINDS, noise: float = 3.0, seed: int = 0, window: int = 1,
-                 layers=None, subject=None, answer=None) -> Trace:
+                 layers=None, tokens=None, subject=None, answer=None) -> Trace:
     """Trace one fact (a Fact, or what `make_fact` takes with subject= and answer=).
 
-    Returns restored probabilities `[layer, token]` per kind (NaN for layers not traced).
+    Returns restored probabilities `[layer, token]` per kind (NaN for layers and tokens not
+    traced). tokens: the token positions restored (ints or "subject_last"; None = all): each
+    batched forward has 1 + len(tokens) rows, so tracing one token costs 2 rows per layer.
     """
     fact = make_fact(lm, fact, subject, answer)
     ids, n_tok, target = fact.prompt, len(fact.prompt), fact.target
@@ -77,6 +80,8 @@ def causal_trace(lm: LM, fact, kinds=KINDS, noise: float = 3.0, seed: int = 0, w
     p_clean = float(last_probs(lm, ids)[0, target])
     with intervene(lm.model, embed, [corrupt]):
         p_corrupted = float(last_probs(lm, ids)[0, target])
+    toks = list(range(n_tok)) if tokens is None else \
+        [fact.subject_last if t == "subject_last" else int(t) for t in tokens]
     restored = {}
     for kind in kinds:
         site = lm.site(kind)
@@ -86,16 +91,16 @@ def causal_trace(lm: LM, fact, kinds=KINDS, noise: float = 3.0, seed: int = 0, w
         grid = torch.full((site.n_layers, n_tok), float("nan"))
         for layer in todo:
             run = range(max(0, layer - window // 2), min(site.n_layers, layer - window // 2 + window))
-            # row 1 + t restores token t at every layer of the window; row 0 stays corrupted
-            edits = [Edit(l, None, "patch", clean.acts[l][:1, t:t + 1], rows=[1 + t], positions=[t])
-                     for l in run for t in range(n_tok)]
+            # row 1 + r restores token toks[r] at every layer of the window; row 0 stays corrupted
+            edits = [Edit(l, None, "patch", clean.acts[l][:1, t:t + 1], rows=[1 + r], positions=[t])
+                     for l in run for r, t in enumerate(toks)]
             with intervene(lm.model, embed, [corrupt]), intervene(lm.model, site, edits):
-                probs = last_probs(lm, ids, rows=1 + n_tok)[:, target]
+                probs = last_probs(lm, ids, rows=1 + len(toks))[:, target]
             exact = torch.finfo(lm.dtype).bits >= 32  # half precision: batched and single runs round differently
             if exact and abs(float(probs[0]) - p_corrupted) > 1e-3 * p_corrupted + 1e-6:
                 raise RuntimeError("the corrupted row of a batched trace differs from the corrupted run: "
                                    "the model's rows are not independent (padding or batch-dependent layers?)")
-            grid[layer] = probs[1:].cpu()
+            grid[layer, toks] = probs[1:].cpu().to(grid.dtype)
         restored[kind] = grid
-    params = dict(kinds=list(kinds), noise=noise, seed=seed, window=window)
+    params = dict(kinds=list(kinds), noise=noise, seed=seed, window=window, tokens=toks)
     return Trace(fact, restored, p_clean, p_corrupted, params)

@@ -16,6 +16,9 @@ would score head-to-head paths and needs one gradient per receiving node.
 Evaluation (`circuit_recall`): ablate every node NOT in the circuit (one forward) and
 read P(answer) and whether it is the top-1 token.
 
+Size: `Circuit.share` is the fraction of the model's nodes; `parameter_share` the fraction of
+its parameters (a head = 1/n_heads of its attention block, an MLP = its block).
+
 Cost per fact: find = 1 forward + 1 backward (+ nothing for mean ablation: the means
 come from the same clean forward); evaluate = 1 forward (+ 1 clean forward for the means).
 """
@@ -57,6 +60,11 @@ class Circuit:
     def n_nodes(self) -> int:
         """Nodes of the whole model."""
         return self.heads.numel() + self.mlps.numel()
+
+    def top(self, k: int) -> list[Node]:
+        """The k nodes of largest |score| (ties by node order): `knowledge_circuit(top_k=k)`'s
+        nodes, from this circuit's scores without recomputing them."""
+        return _ranked(self.heads, self.mlps)[:k]
 
     @property
     def share(self) -> float:
@@ -110,18 +118,23 @@ def knowledge_circuit(lm: LM, fact, ablation: str = "zero", threshold: float | N
     relative effect |score| >= threshold, or the top_k by |score| (then threshold is ignored)."""
     fact = make_fact(lm, fact, subject, answer)
     heads, mlps, p_clean = node_scores(lm, fact, ablation)
+    ranked = _ranked(heads, mlps)
+    if top_k is not None:
+        nodes = ranked[:top_k]
+    elif threshold is not None:
+        scores = {n: abs(float(mlps[n.layer] if n.head is None else heads[n.layer, n.head])) for n in ranked}
+        nodes = [n for n in ranked if scores[n] >= threshold]
+    else:
+        raise ValueError("pass threshold= or top_k= to choose the circuit's nodes")
+    return Circuit(fact, heads, mlps, nodes, p_clean, dict(ablation=ablation, threshold=threshold, top_k=top_k))
+
+
+def _ranked(heads: torch.Tensor, mlps: torch.Tensor) -> list[Node]:
+    """Every node by |score|, largest first; ties in node order (heads of layer 0.., then MLPs)."""
     all_nodes = [Node(l, h) for l in range(heads.shape[0]) for h in range(heads.shape[1])] + \
                 [Node(l) for l in range(len(mlps))]
     scores = torch.cat([heads.flatten(), mlps]).abs()
-    order = torch.argsort(scores, descending=True, stable=True)
-    if top_k is not None:
-        keep = order[:top_k]
-    elif threshold is not None:
-        keep = order[scores[order] >= threshold]
-    else:
-        raise ValueError("pass threshold= or top_k= to choose the circuit's nodes")
-    nodes = [all_nodes[int(i)] for i in keep]
-    return Circuit(fact, heads, mlps, nodes, p_clean, dict(ablation=ablation, threshold=threshold, top_k=top_k))
+    return [all_nodes[int(i)] for i in torch.argsort(scores, descending=True, stable=True)]
 
 
 def ablation_edits(lm: LM, fact: Fact, ablated: list[Node], ablation: str = "zero") -> tuple[list[Edit], list[Edit]]:
@@ -144,6 +157,41 @@ def ablation_edits(lm: LM, fact: Fact, ablated: list[Node], ablation: str = "zer
     head_edits = [Edit(l, units, "set", means["head"][l][units] if means else 0.0, positions="all")
                   for l, units in by_layer.items()]
     return head_edits, mlp_edits
+
+
+def _parent(path: str) -> str:
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def node_parameters(lm: LM) -> tuple[list[float], list[int], int]:
+    """Parameter counts for CNL's 'share of the model's parameters' of a circuit (§3.1, §3.2):
+    (per layer, one attention head's parameters; per layer, the MLP's; all the model's).
+
+    A head is 1/n_heads of its attention block's parameters (its query rows and output
+    columns, and its share of the key/value heads it reads under grouped-query attention);
+    the MLP is every parameter of the block whose down-projection holds the neurons. The
+    total counts every parameter once (tied embeddings once), norms and embeddings included.
+    """
+    heads_site, mid = lm.site("attn.head"), lm.site("ffn.mid")
+    attn_path, mlp_path = _parent(heads_site.module_path), _parent(mid.module_path)
+    if not attn_path or not mlp_path:
+        raise ValueError(f"cannot find the attention and MLP blocks of {lm.family.name!r} "
+                         f"(from {heads_site.module_path!r} and {mid.module_path!r})")
+    layers = lm.model.get_submodule(heads_site.layers_path)
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+    heads = [count(layers[l].get_submodule(attn_path)) / heads_site.n_heads for l in range(heads_site.n_layers)]
+    mlps = [count(layers[l].get_submodule(mlp_path)) for l in range(heads_site.n_layers)]
+    return heads, mlps, count(lm.model)
+
+
+def parameter_share(lm: LM, nodes) -> float:
+    """Fraction of all the model's parameters held by `nodes` (a Circuit or a list of Node);
+    counts from `node_parameters`."""
+    heads, mlps, total = node_parameters(lm)
+    nodes = nodes.nodes if isinstance(nodes, Circuit) else nodes
+    return sum(mlps[n.layer] if n.head is None else heads[n.layer] for n in set(nodes)) / total
 
 
 @torch.no_grad()

@@ -91,3 +91,32 @@ def last_probs(lm: LM, ids: torch.Tensor, rows: int = 1) -> torch.Tensor:
     batch = ids[None].expand(rows, -1).to(lm.device)
     logits = lm.model(input_ids=batch, **logits_from(lm.model, 1)).logits[:, -1]
     return logits.double().softmax(-1)
+
+
+def paraphrase_groups(lm: LM, examples, n_paraphrases: int, n_facts: int | None = None,
+                      known: bool = True) -> list[list]:
+    """The paraphrase sets of CNL §3.1: examples grouped by meta["fact"] (the prompts of one
+    fact, e.g. `load_examples("pararel/P36")`), in input order.
+
+    Keeps facts with at least n_paraphrases prompts that name the subject (meta["subject"]),
+    cut to their first n_paraphrases; with known=True only facts whose first prompt the model
+    answers (the answer's first token is its top-1 next token: one forward per fact). Up to
+    n_facts groups.
+    """
+    groups: dict = {}
+    for ex in examples:
+        groups.setdefault(ex.meta["fact"], []).append(ex)
+    out = []
+    for group in groups.values():
+        if n_facts is not None and len(out) >= n_facts:
+            break
+        usable = [ex for ex in group if ex.meta.get("subject") and ex.meta["subject"] in ex.prompt]
+        if len(usable) < n_paraphrases:
+            continue
+        usable = usable[:n_paraphrases]
+        if known:
+            fact = make_fact(lm, usable[0])
+            if int(last_probs(lm, fact.prompt)[0].argmax()) != fact.target:
+                continue
+        out.append(usable)
+    return out

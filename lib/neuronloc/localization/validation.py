@@ -1,0 +1,141 @@
+"""The CNL paper's tests of per-fact localization (CNL §3): the knowledge neurons of one
+fact, and the validations of KN and ROME that CNL §3.2 re-runs.
+
+localize: the three localizers of CNL §3.1 for one prompt (KN neurons, the causal trace's
+  top layers, the knowledge circuit), cached.
+kn_neurons (KN, Dai et al. 2022; CNL §3.1 'distributed parameters'): integrated gradients
+  of P(answer's first token) for every FFN neuron at the last prompt position (grid
+  alpha = linspace(0, 1, steps), KN's m = 20); a neuron is located when its score is
+  > threshold x the prompt's largest score (KN's t = 0.2). One prompt, one set: CNL
+  compares the sets of paraphrases, so KN's second step (keep neurons shared by p % of a
+  fact's prompts) is not applied.
+answer_prob: P(answer's first token) at the last position with neuron edits there (KN's
+  validation doubles or zeroes the located activations; CNL §3.2 compares with as many
+  random neurons).
+layer_sweep (ROME's validation, CNL §3.2 Fig. 2): the ROME edit of one fact at each layer
+  in turn; per layer, log P(new object) and log P(true object) (whole answers, teacher
+  forced) on the edited prompt and on paraphrases; efficacy = new beats true.
+
+Cost: kn_neurons = one IG (30 layers x `steps` rows at one position, fast path);
+answer_prob = one forward; layer_sweep = per layer one `rome_edit` + one forward per prompt
+and object.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..attribution import attribute
+from ..attribution.aggregate import kn_select
+from ..engine import Query, logits_from
+from ..hooks import Edit, intervene
+from ..models import LM
+from ..store import Store, key
+from .causal_tracing import Trace, causal_trace
+from .circuits import Circuit, knowledge_circuit
+from .facts import Fact, last_probs, make_fact
+from .rome import applied, rome_edit
+
+
+class Localized(NamedTuple):
+    """The three CNL §3.1 localizations of one prompt: KN neurons (flat ids), the causal
+    trace's top layers, the knowledge circuit (its nodes: `circuit.nodes`)."""
+
+    kn: torch.Tensor
+    layers: list[int]
+    circuit: Circuit
+    trace: Trace
+
+
+def localize(lm: LM, fact: Fact, store: Store | None = None, steps: int = 20, threshold: float = 0.2,
+             top_layers: int = 3, kind: str = "mlp.out", token: str = "subject_last", noise: float = 3.0,
+             circuit_threshold: float = 0.01, ablation: str = "zero", seed: int = 0) -> Localized:
+    """KN (`kn_scores`, `kn_neurons`), causal tracing (`causal_trace` of `kind`; the top_layers
+    layers of largest indirect effect at `token`) and the knowledge circuit
+    (`knowledge_circuit` with `circuit_threshold`, `ablation`) of one prompt; each cached in `store`."""
+    kn = kn_neurons(kn_scores(lm, fact, steps, store=store), threshold)
+
+    def cached(name, fn, **params):
+        return fn() if store is None else store.cached(key(model=lm, kind=name, prompt=fact.prompt, subject=[fact.subject.start, fact.subject.stop],
+                                                            answer=fact.answer, **params), fn)
+    tokens = None if token == "max" else [token]  # restore only where the layers are ranked
+    trace = cached("causal_trace", lambda: causal_trace(lm, fact, kinds=(kind,), noise=noise, seed=seed, tokens=tokens),
+                   kinds=[kind], noise=noise, seed=seed, tokens=tokens)
+    circuit = cached("knowledge_circuit", lambda: knowledge_circuit(lm, fact, ablation, circuit_threshold),
+                     ablation=ablation, threshold=circuit_threshold)
+    return Localized(kn, trace.top_layers(top_layers, kind, token), circuit, trace)
+
+
+def kn_scores(lm: LM, fact: Fact, steps: int = 20, site: str = "ffn.mid", store: Store | None = None) -> torch.Tensor:
+    """KN's IG scores `[layer, neuron]` of P(the fact's first answer token) at the last prompt
+    position (linspace grid of `steps` points); cached in `store`."""
+    query = Query(fact.prompt, (fact.answer[:1],), 0, "cloze")
+
+    def run():
+        return attribute("ig", lm, query, target="answer_prob", steps=steps, rule="linspace", site=site).scores
+    if store is None:
+        return run()
+    return store.cached(key(model=lm, kind="kn_scores", prompt=fact.prompt, target=fact.target, steps=steps, site=site), run)
+
+
+def kn_neurons(scores: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
+    """Located neurons of one prompt (flat ids, best first): score > threshold x the max score
+    (none if the max is <= 0). scores: `[layer, neuron]` of `kn_scores`."""
+    return kn_select(scores[None], threshold, share=1.0).ids
+
+
+@torch.no_grad()
+def answer_prob(lm: LM, fact: Fact, edits: Sequence[Edit] = (), site: str = "ffn.mid") -> float:
+    """P(the fact's first answer token) at the last prompt position, with `edits` of `site`
+    applied at that position (e.g. `hooks.excite` / `hooks.silence` of located neurons)."""
+    with intervene(lm.model, lm.site(site), list(edits), positions="last"):
+        return float(last_probs(lm, fact.prompt)[0, fact.target])
+
+
+@torch.no_grad()
+def answer_logprob(lm: LM, prompt: torch.Tensor, answer: torch.Tensor) -> float:
+    """log P(answer tokens | prompt), teacher forced, summed over the answer's tokens.
+    prompt `[n]`, answer `[k]` token ids."""
+    ids = torch.cat([prompt, answer[:-1]])[None].to(lm.device)
+    logits = lm.model(input_ids=ids, **logits_from(lm.model, len(answer))).logits[0, -len(answer):]
+    lp = logits.double().log_softmax(-1)
+    return float(lp[torch.arange(len(answer)), answer.to(lp.device)].sum())
+
+
+def layer_sweep(lm: LM, prompt: str, subject: str, new: str, true: str, layers: Sequence[int],
+                paraphrases: Sequence[str] = (), covs: dict | None = None, progress: bool = False,
+                **edit_params) -> list[dict]:
+    """ROME-edit `prompt` (subject `subject`, answer `true`) to answer `new` at each of `layers`
+    in turn; rows {layer (None = unedited), prompt ("edited" or "paraphrase k"), logp_new,
+    logp_true, success (logp_new > logp_true)}. covs: {layer: key second moment} (else
+    `rome_edit` computes it from its corpus); edit_params go to `rome_edit`."""
+    prompts = [("edited", prompt)] + [(f"paraphrase {k}", p) for k, p in enumerate(paraphrases)]
+    facts = [(name, make_fact(lm, p, subject, new), make_fact(lm, p, subject, true)) for name, p in prompts]
+
+    def read(layer):
+        rows = []
+        for name, f_new, f_true in facts:
+            lp_new = answer_logprob(lm, f_new.prompt, f_new.answer)
+            lp_true = answer_logprob(lm, f_true.prompt, f_true.answer)
+            rows.append({"layer": layer, "prompt": name, "logp_new": lp_new, "logp_true": lp_true,
+                         "success": lp_new > lp_true})
+        return rows
+
+    rows = read(None)
+    for layer in tqdm(list(layers), desc="ROME layers", disable=not progress, leave=False):
+        edit = rome_edit(lm, prompt, layer, subject=subject, new=new,
+                         cov=None if covs is None else covs[layer], **edit_params)
+        with applied(lm, edit):
+            rows += read(layer)
+    return rows
+
+
+@torch.no_grad()
+def answer_top1(lm: LM, prompt: torch.Tensor, answer: torch.Tensor) -> bool:
+    """Whether greedy decoding after `prompt` starts with `answer`: every answer token is the
+    top-1 token under teacher forcing. prompt `[n]`, answer `[k]` token ids."""
+    ids = torch.cat([prompt, answer[:-1]])[None].to(lm.device)
+    logits = lm.model(input_ids=ids, **logits_from(lm.model, len(answer))).logits[0, -len(answer):]
+    return bool((logits.argmax(-1).cpu() == answer).all())
