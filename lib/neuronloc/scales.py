@@ -164,20 +164,12 @@ PAPER = Scale("paper", NeuronLLM(), CNL(), NEG())
 DEFAULT = Scale(
     "default",
     NeuronLLM(n_eval=50, z=5000 / PAPER_NEURONS, k=100),
-    # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03 ~12 min
+    # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03 ~12 min,
+    # 01 <= 8 min, 02 <= 4 min (reduced for time; the notebooks say where)
     CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
-        data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350, n_facts=100, n_reliability=200, n_pairs=100,
+        data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350,
+        n_facts=5, n_reliability=8, n_pairs=10, pair_steps=4, kn_steps=6, n_edits=2, edit_every=5,
         epochs=(1, 2), n_finetune=8, n_eval=8, n_random=2),
-    NEG(fig2_neurons=100, n_prompts=100, n_neurons=100,
-        mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
-        n_probe_train=1024, n_probe_valid=200, n_probe_test=200, probe_sizes=tuple(2 ** i for i in range(12))),
-
-
-    # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers): ~45 min for these
-    CNL(n_localize=(("gsm8k", 32), ("emotion", 32), ("code", 32), ("metamath", 16), ("imdb", 16)),
-        data_sizes=(4, 8, 16, 32), max_answer_tokens=16,
-        n_facts=5, n_reliability=8, n_pairs=10, pair_steps=4, kn_steps=6, n_edits=2, edit_every=5,  # 01 <= 8 min, 02 <= 4 min
-        epochs=(1, 5), n_finetune=500, n_eval=200),
     # NEG: reduced for time (notebook 04 <= 8 min, 05 <= 10 min on 2 idle cores; the counts are in the notebooks)
     NEG(fig2_prompts=4, fig2_neurons=64, n_prompts=8, n_neurons=64, top_neurons=64,
         relations=("pararel/P36", "pararel/P103", "pararel/P37"),
@@ -194,15 +186,9 @@ SMOKE = Scale(
     NeuronLLM(tasks=("neuronllm/sentiment", "neuronllm/commonsense"), n_train=1, n_eval=4, ig_steps=4, z=5000 / PAPER_NEURONS, k=20,
               ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4),
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 6), ("emotion", 6)), data_sizes=(4, 6),
-        max_answer_tokens=2, max_chars=350, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
-        n_finetune=4, n_eval=4, n_random=1),
-    NEG(shift_step=1.0, fig2_prompts=2, fig2_neurons=10, n_prompts=4, n_neurons=10, top_k=(1, 4),
-
-
-    CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
-        max_answer_tokens=8, epochs=(1,),
+        max_answer_tokens=2, max_chars=350,
         n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, edit_every=10,
-        n_finetune=8, n_eval=8, n_random=2),
+        epochs=(1,), n_finetune=4, n_eval=4, n_random=1),
     NEG(shift_step=1.0, fig2_prompts=1, fig2_neurons=10, n_prompts=2, n_neurons=10, top_neurons=10, ig_steps=4,
         relations=("pararel/P103",), top_k=(1, 4),
         attribution_shifts=(0.5, 1.0), multi_sizes=(1, 4, 16), multi_step=0.1, multi_ranges=(0.1, 1.0),
@@ -210,7 +196,7 @@ SMOKE = Scale(
         probe_sizes=(1, 4, 16), few_shot_tasks=("mceval8k/paws",), tree_max_log2=3, robustness_neurons=4),
     bootstrap=100,
     competence_n=24,
-    cross=Cross(tasks=("neuronllm/sentiment", "mceval8k/myriadlama"), n_competence=8, n_ident=1, n_eval=4, k=20,
+    cross=Cross(tasks=("neuronllm/sentiment",), n_ident=1, n_eval=4, k=20,  # read-out from the committed competence.json
                 ig_steps=2, random_seeds=2, bootstrap=100),
 )
 

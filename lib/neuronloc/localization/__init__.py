@@ -11,7 +11,6 @@ statistics of a data set's mask (Table 1 halves, Fig. 6 convergence).
 from .causal_tracing import Trace, causal_trace
 from .commonality import (Agreement, answer_queries, chance_overlap, convergence, half_agreement, select_cnl,
                           select_kn, split_halves)
-from .circuits import Circuit, Node, Recall, circuit_recall, knowledge_circuit, node_scores
 
 
 from .circuits import Circuit, Node, Recall, circuit_recall, knowledge_circuit, node_parameters, node_scores, parameter_share
