@@ -179,7 +179,7 @@ SMOKE = Scale(
         probe_sizes=(1, 4, 16), few_shot=False, tree_max_log2=4, robustness_neurons=4),
     bootstrap=100,
     competence_n=24,
-    cross=Cross(tasks=("neuronllm/sentiment", "mceval8k/myriadlama"), n_competence=8, n_ident=1, n_eval=4, k=20,
+    cross=Cross(tasks=("neuronllm/sentiment",), n_ident=1, n_eval=4, k=20,  # read-out from the committed competence.json
                 ig_steps=2, random_seeds=2, bootstrap=100),
 )
 
