@@ -72,8 +72,10 @@ md("""## 1. Questions and read-outs
 
 The committed competence table (`scripts/competence.py`) measured every read-out on the first 100 test questions of each task with seed 0; where it matches (`n_competence`, seed, model) it is reused, else the competence is measured here on the same first `n_competence` questions. Those questions are never used below."""),
 code("""def load_competence():
-    path = results_dir.parent / "competence.json"
-    if not path.exists():
+    \"\"\"The competence table of this model: next to this run's results, else the committed one.\"\"\"
+    paths = [results_dir.parent / "competence.json", Path("../results") / lm.slug / "competence.json"]
+    path = next((p for p in paths if p.exists()), None)
+    if path is None:
         return {}
     data = json.loads(path.read_text())
     if data.get("n") != cross.n_competence or data.get("seed") != SEED or data.get("model") != MODEL:
@@ -161,8 +163,12 @@ for i, m1 in enumerate(methods):
         jac[i, j] = np.mean([iou(located[n, m1, "A", 0]["good"], located[n, m2, "A", 0]["good"]) for n in tasks])
 jaccard = pd.DataFrame(jac, index=methods, columns=methods)
 jaccard.to_csv(results_dir / "jaccard.csv")
-stability = pd.DataFrame({m: [np.mean([iou(located[n, m, "A", s]["good"], located[n, m, "B", s]["good"])
-                                       for s in (range(cross.random_seeds) if m == "random" else [0])])
+def pairs(m):  # RANDOM ignores the data: its A and B sets differ only by seed, so B takes the next seed
+    n = cross.random_seeds
+    return [(s, (s + 1) % n) for s in range(n)] if m == "random" else [(0, 0)]
+
+
+stability = pd.DataFrame({m: [np.mean([iou(located[n, m, "A", a]["good"], located[n, m, "B", b]["good"]) for a, b in pairs(m)])
                               for n in tasks] for m in methods}, index=list(tasks)).T
 stability["mean"] = stability.mean(axis=1)
 stability.to_csv(results_dir / "stability.csv")
@@ -225,7 +231,7 @@ code("""def summary(df):
 
 
 table = summary(changes)
-pivot = table.pivot(index="method", columns="op", values="rac").reindex(methods)
+pivot = (table.pivot(index="method", columns="op", values="rac") if len(table) else pd.DataFrame(columns=["Deg", "Enh"])).reindex(methods)
 pivot.to_csv(results_dir / "rac_competent_tasks.csv")
 print("mean signed RAC (%) over the tasks the model can do:", ", ".join(sorted(changes[changes.competent].task.unique())))
 rounded(pivot)"""),
