@@ -51,6 +51,7 @@ class CNL:
     kn_steps: int = 20  # §3.1: KN's IG grid points (Dai et al. 2022: m = 20)
     n_edits: int = 100  # §3.2 Fig 2: facts edited with ROME at each layer (count not stated)
     edit_every: int = 1  # §3.2 Fig 2: edit every layer (k: every k-th layer)
+    cov_texts: int = 1000  # §3.2: ROME key second moment, texts of the local corpus (ROME: 100,000 Wikipedia samples)
     n_pairs: int = 1000  # §4.1: decoupling pairs "a+b" vs "Python for a+b"
     pair_steps: int = 20  # §4.2 Eq. 5: IG grid points per sub-sample (not given; Eq. 7's S + 1 = 20)
     epochs: tuple[int, ...] = (1, 5, 10)  # §5.4 Tab 2: fine-tuning epochs
@@ -160,6 +161,7 @@ SMOKE = Scale(
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
         max_answer_tokens=8, epochs=(1,),
         n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, edit_every=10,
+        cov_texts=100,
         n_finetune=8, n_eval=8, n_random=2),
     NEG(shift_step=1.0, fig2_prompts=2, fig2_neurons=10, n_prompts=4, n_neurons=10, top_k=(1, 4),
         attribution_shifts=(0.5, 1.0), multi_sizes=(1, 4, 16), multi_step=0.1, multi_ranges=(0.1, 1.0),
