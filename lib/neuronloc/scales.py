@@ -50,7 +50,7 @@ class CNL:
     n_reliability: int = 1000  # §3.2: zsRE facts (count not stated; the zsRE MEND 1k subset)
     kn_steps: int = 20  # §3.1: KN's IG grid points (Dai et al. 2022: m = 20)
     n_edits: int = 100  # §3.2 Fig 2: facts edited with ROME at each layer (count not stated)
-    edit_every: int = 1  # §3.2 Fig 2: edit every layer (k: every k-th layer)
+    n_edit_layers: int | None = None  # §3.2 Fig 2: layers edited (None = every layer; N = N evenly spaced layers)
     cov_texts: int = 1000  # §3.2: ROME key second moment, texts of the local corpus (ROME: 100,000 Wikipedia samples)
     n_pairs: int = 1000  # §4.1: decoupling pairs "a+b" vs "Python for a+b"
     pair_steps: int = 20  # §4.2 Eq. 5: IG grid points per sub-sample (not given; Eq. 7's S + 1 = 20)
@@ -145,7 +145,7 @@ DEFAULT = Scale(
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers): ~45 min for these
     CNL(n_localize=(("gsm8k", 32), ("emotion", 32), ("code", 32), ("metamath", 16), ("imdb", 16)),
         data_sizes=(4, 8, 16, 32), max_answer_tokens=16,
-        n_facts=5, n_reliability=8, n_pairs=10, pair_steps=4, kn_steps=6, n_edits=2, edit_every=5,  # 01 <= 8 min, 02 <= 4 min
+        n_facts=5, n_reliability=8, n_pairs=10, pair_steps=4, kn_steps=6, n_edits=2, n_edit_layers=6,  # 01 <= 8 min, 02 <= 4 min
         epochs=(1, 5), n_finetune=500, n_eval=200),
     NEG(fig2_neurons=100, n_prompts=100, n_neurons=100,
         mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "commensenseqa", "halueval", "mlama")),  # §5.4's 6
@@ -160,7 +160,7 @@ SMOKE = Scale(
               ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4),
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
         max_answer_tokens=8, epochs=(1,),
-        n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, edit_every=10,
+        n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, n_edit_layers=3,
         cov_texts=100,
         n_finetune=8, n_eval=8, n_random=2),
     NEG(shift_step=1.0, fig2_prompts=2, fig2_neurons=10, n_prompts=4, n_neurons=10, top_k=(1, 4),
