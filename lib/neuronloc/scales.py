@@ -51,7 +51,8 @@ class CNL:
     n_reliability: int = 1000  # §3.2: zsRE facts (count not stated; the zsRE MEND 1k subset)
     kn_steps: int = 20  # §3.1: KN's IG grid points (Dai et al. 2022: m = 20)
     n_edits: int = 100  # §3.2 Fig 2: facts edited with ROME at each layer (count not stated)
-    edit_every: int = 1  # §3.2 Fig 2: edit every layer (k: every k-th layer)
+    n_edit_layers: int | None = None  # §3.2 Fig 2: layers edited (None = every layer; N = N evenly spaced layers)
+    cov_texts: int = 1000  # §3.2: ROME key second moment, texts of the local corpus (ROME: 100,000 Wikipedia samples)
     n_pairs: int = 1000  # §4.1: decoupling pairs "a+b" vs "Python for a+b"
     pair_steps: int = 20  # §4.2 Eq. 5: IG grid points per sub-sample (not given; Eq. 7's S + 1 = 20)
     epochs: tuple[int, ...] = (1, 5, 10)  # §5.4 Tab 2: fine-tuning epochs
@@ -168,7 +169,7 @@ DEFAULT = Scale(
     # 01 <= 8 min, 02 <= 4 min (reduced for time; the notebooks say where)
     CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
         data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350,
-        n_facts=5, n_reliability=8, n_pairs=10, pair_steps=4, kn_steps=6, n_edits=2, edit_every=5,
+        n_facts=5, n_reliability=8, n_pairs=10, pair_steps=4, kn_steps=6, n_edits=2, n_edit_layers=6,
         epochs=(1, 2), n_finetune=8, n_eval=8, n_random=2),
     # NEG: reduced for time (notebook 04 <= 8 min, 05 <= 10 min on 2 idle cores; the counts are in the notebooks)
     NEG(fig2_prompts=4, fig2_neurons=64, n_prompts=8, n_neurons=64, top_neurons=64,
@@ -187,7 +188,8 @@ SMOKE = Scale(
               ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4),
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 6), ("emotion", 6)), data_sizes=(4, 6),
         max_answer_tokens=2, max_chars=350,
-        n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, edit_every=10,
+        n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, n_edit_layers=3,
+        cov_texts=100,
         epochs=(1,), n_finetune=4, n_eval=4, n_random=1),
     NEG(shift_step=1.0, fig2_prompts=1, fig2_neurons=10, n_prompts=2, n_neurons=10, top_neurons=10, ig_steps=4,
         relations=("pararel/P103",), top_k=(1, 4),
