@@ -10,6 +10,7 @@ from .core import (
     label_token_ids,
     proxy_orders,
     qatt,
+    read_alike,
     render,
     sample_distractors,
     with_distractors,
@@ -17,5 +18,5 @@ from .core import (
 
 __all__ = [
     "LETTERS", "MCQuestion", "READOUTS", "Task", "TaskError", "continuation_ids", "fixed_options", "label_token_ids",
-    "proxy_orders", "qatt", "render", "sample_distractors", "with_distractors",
+    "proxy_orders", "qatt", "read_alike", "render", "sample_distractors", "with_distractors",
 ]
