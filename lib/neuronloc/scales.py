@@ -176,7 +176,7 @@ DEFAULT = Scale(
 SMOKE = Scale(
     "smoke",
     NeuronLLM(tasks=("neuronllm/sentiment", "neuronllm/commonsense"), n_train=1, n_eval=4, ig_steps=4, z=5000 / PAPER_NEURONS, k=20,
-              ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4, n_pool=4, random_seeds=2, n_position=2,
+              ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4, n_pool=4, random_seeds=2, n_position=1,
               side_ratios=(0.0, 1.0)),
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 8), ("emotion", 8)), data_sizes=(4, 8),
         max_answer_tokens=8, n_facts=4, n_paraphrases=3, n_reliability=8, n_pairs=8, epochs=(1,),
