@@ -34,7 +34,7 @@ from .models import LM
 from .neurons import to_layer_dict
 from .sites import Site, family_of
 from .targets import option_prob
-from .tasks.core import READOUTS, MCQuestion, render
+from .tasks.core import READOUTS, MCQuestion, read_alike, render
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _option_eval(questions: list[MCQuestion], probs: torch.Tensor) -> OptionEval
 @torch.no_grad()
 def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Sequence[Sequence[Edit]],
                         site: Site | str = "ffn.mid", chat: bool = False, rows: int = 64,
-                        readout: str | None = None, progress: bool = False) -> list[OptionEval]:
+                        readout: str | None = None, progress: bool = False, merge: bool = True) -> list[OptionEval]:
     """Answer every question under every condition (a list of edits at the answer position).
 
     Edits at the answer position leave every earlier position unchanged, so each
@@ -168,6 +168,8 @@ def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Seq
     (condition, option) for multi-token options (`engine.Layout`): an 11-ratio sweep
     costs about one prompt forward per question instead of eleven.
     rows: batch rows per forward. readout: default each question's own.
+    merge: questions that read out alike (`tasks.read_alike`: QATT proxies under a text
+    read-out) are run once and their option probabilities permuted (False: run each).
     """
     questions, conditions = _nonempty(questions), [list(c) for c in conditions]
     if any(e.rows is not None or e.positions is not None for c in conditions for e in c):
@@ -175,7 +177,11 @@ def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Seq
                          "pass edits without rows= or positions= (evaluate_options takes other positions)")
     site = lm.site(site) if isinstance(site, str) else site
     probs = torch.zeros(len(conditions), len(questions), max(len(q.options) for q in questions))
+    rep, perm = read_alike(questions, readout) if merge else (list(range(len(questions))), None)
     for i, q in enumerate(tqdm(questions, desc="evaluate", disable=not progress, leave=False)):
+        if rep[i] != i:  # the same prompt as an earlier question, options in another order
+            probs[:, i, :len(q.options)] = probs[:, rep[i], perm[i]]
+            continue
         query = make_query(lm, q, chat=chat, readout=readout)
         cache = prefix_cache(lm, query.prefix)
         step = max(1, rows // rows_layout(lm, query, 1, cache).per_condition)
@@ -238,6 +244,18 @@ def competence(lm: LM, questions: Iterable[MCQuestion], readout: str, chat: bool
     return Competence(readout, n, correct, chance, float(test.pvalue), (float(ci.low), float(ci.high)))
 
 
+def pick_readout(results: dict[str, Competence], alpha: float = 0.05) -> str | None:
+    """The rule of `choose_readout` on competences already measured (e.g. read back from
+    results/<slug>/competence.json): "letter" if above chance, else the most accurate
+    read-out above chance, else None; Bonferroni over the read-outs given."""
+    readouts = list(results)
+    level = alpha / len(readouts)
+    passing = [r for r in readouts if results[r].above_chance(level)]
+    if "letter" in passing:
+        return "letter"
+    return max(passing, key=lambda r: (results[r].acc, -readouts.index(r)), default=None)
+
+
 def choose_readout(lm: LM, questions: Sequence[MCQuestion], readouts: Sequence[str] = READOUTS,
                    alpha: float = 0.05, progress: bool = False) -> tuple[str | None, dict[str, Competence]]:
     """The read-out to measure a task with, and the competence under every read-out.
@@ -250,12 +268,7 @@ def choose_readout(lm: LM, questions: Sequence[MCQuestion], readouts: Sequence[s
     fitted to the evaluation data.
     """
     results = {r: competence(lm, questions, r, progress=progress) for r in readouts}
-    level = alpha / len(readouts)
-    passing = [r for r in readouts if results[r].above_chance(level)]
-    if "letter" in passing:
-        return "letter", results
-    best = max(passing, key=lambda r: (results[r].acc, -readouts.index(r)), default=None)
-    return best, results
+    return pick_readout(results, alpha), results
 
 
 def sweep_ratios(lm: LM, questions: Sequence[MCQuestion], good_ranked, bad_ranked, budget: int,
@@ -283,6 +296,126 @@ def sweep_ratios(lm: LM, questions: Sequence[MCQuestion], good_ranked, bad_ranke
     sign = 1 if mode == "enhance" else -1
     best = max(rows, key=lambda r: (sign * r["acc"], sign * r["com"], -r["ratio"]))
     return {"base": {"acc": base.acc, "com": base.com}, "rows": rows, "best": best}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One intervention of NeuronLLM's tables: a method's ranked good and bad neurons
+    (flat ids, best first) under the enhancer or degrader, the budget split good:bad by
+    each ratio (§4.4). A good-only method (TN, QRNCA, KN, ACT, RANDOM originals) has an
+    empty `bad` and ratios (1.0,); Good-only / Bad-only ablations are ratios 1.0 / 0.0.
+    """
+
+    name: str
+    mode: str
+    good: torch.Tensor
+    bad: torch.Tensor
+    budget: int
+    ratios: tuple[float, ...] = tuple(RATIOS)
+
+    def __post_init__(self):
+        if self.mode not in ("enhance", "degrade"):
+            raise ValueError(f"Arm mode must be 'enhance' or 'degrade', got {self.mode!r}")
+
+    def conditions(self, site: Site) -> list[tuple[float, int, int, list[Edit]]]:
+        """(ratio, n_good, n_bad, edits) per ratio."""
+        operator = enhancer if self.mode == "enhance" else degrader
+        out = []
+        for ratio in self.ratios:
+            good, bad = split_budget(self.good, self.bad, self.budget, ratio)
+            out.append((ratio, len(good), len(bad), operator(good, bad, site)))
+        return out
+
+
+def sweep_arms(lm: LM, questions: Sequence[MCQuestion], arms: Sequence[Arm], site: Site | str = "ffn.mid",
+               readout: str | None = None, store=None, progress: bool = True,
+               examples_per_chunk: int = 10) -> tuple[OptionEval, list[list[OptionEval]]]:
+    """Every arm at every ratio on `questions`, all conditions in one `evaluate_conditions`
+    pass per chunk of examples (one prompt prefix per question for all of them).
+
+    Returns (base, results): the unedited read-out and results[a][r] for arm a at its
+    ratio r. With a `store` (`neuronloc.store.Store`) each chunk's option probabilities
+    are cached under a key of the model, the questions, every condition and the read-out,
+    so an interrupted run resumes at the chunk it was in.
+    """
+    from .store import key
+
+    questions = _nonempty(questions)
+    site = lm.site(site) if isinstance(site, str) else site
+    conditions = [[]] + [c[3] for arm in arms for c in arm.conditions(site)]
+    uids = list(dict.fromkeys(q.uid for q in questions))
+    chunks = [set(uids[i:i + examples_per_chunk]) for i in range(0, len(uids), examples_per_chunk)]
+    probs = []
+    for chunk in tqdm(chunks, desc="arms", disable=not progress, leave=False):
+        part = [q for q in questions if q.uid in chunk]
+        run = lambda part=part: torch.stack([e.probs for e in evaluate_conditions(
+            lm, part, conditions, site, readout=readout)])
+        probs.append(run() if store is None else store.cached(
+            key(model=lm, questions=part, conditions=conditions, readout=readout, site=site.name,
+                what="sweep_arms"), run))
+    order = [q for chunk in chunks for q in questions if q.uid in chunk]
+    width = max(p.shape[-1] for p in probs)
+    probs = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[-1])) for p in probs], dim=1)
+    evals = [_option_eval(order, p) for p in probs]
+    base, out, at = evals[0], [], 1
+    for arm in arms:
+        out.append(evals[at:at + len(arm.ratios)])
+        at += len(arm.ratios)
+    return base, out
+
+
+def comprehension_split(result: OptionEval, n_each: int, min_correct: int = 2) -> tuple[list[str], list[str]]:
+    """NeuronLLM A.1: the first `n_each` examples (uids, in question order) the model
+    comprehends (>= min_correct of its proxies right) and the first `n_each` it does not;
+    fewer where the pool has fewer."""
+    right: dict[str, int] = {}
+    for uid, ok in zip(result.uids, result.correct.tolist()):
+        right[uid] = right.get(uid, 0) + int(ok)
+    yes = [u for u, n in right.items() if n >= min_correct]
+    no = [u for u, n in right.items() if n < min_correct]
+    return yes[:n_each], no[:n_each]
+
+
+def best_ratio(base: OptionEval, results: Sequence[OptionEval], mode: str) -> int:
+    """Index of the best ratio (§4.4 'report the best'): highest Acc for "enhance", lowest
+    for "degrade"; ties by Com the same way, then the first ratio (as `sweep_ratios`)."""
+    sign = 1 if mode == "enhance" else -1
+    return max(range(len(results)), key=lambda i: (sign * results[i].acc, sign * results[i].com, -i))
+
+
+def arm_rows(base: OptionEval, arms: Sequence[Arm], results: Sequence[Sequence[OptionEval]],
+             n_resamples: int = 1000, seed: int = 0, **tags) -> list[dict]:
+    """One row per arm and ratio for NeuronLLM's tables: acc, com, RAC and RCC (%, as the
+    paper prints them: |change| / base) with `fail` (the opposite effect), the signed
+    `effect` in % of Acc in the intended direction (RAC, negative on a Fail) and of Com
+    (RCC), and `best` on the arm's best ratio (`best_ratio`), which alone gets a paired
+    bootstrap 95 % interval of its signed Acc/Com change over examples (`metrics.change_ci`:
+    `acc_low`, `acc_high`, `com_low`, `com_high`, in % of the base, signed as the change).
+    `tags` (task=...) are copied into every row.
+    """
+    from .metrics import change_ci, relative_change
+
+    order = {u: i for i, u in enumerate(dict.fromkeys(base.uids))}
+    ids = [order[u] for u in base.uids]  # proxies of one example resampled together
+    rows = []
+    for arm, res in zip(arms, results):
+        best = best_ratio(base, res, arm.mode)
+        direction = "up" if arm.mode == "enhance" else "down"
+        for i, (ratio, r) in enumerate(zip(arm.ratios, res)):
+            rac, rcc = relative_change(base.acc, r.acc, direction), relative_change(base.com, r.com, direction)
+            n_good, n_bad = (len(x) for x in split_budget(arm.good, arm.bad, arm.budget, ratio))
+            row = dict(tags, method=arm.name, mode=arm.mode, budget=arm.budget, ratio=ratio, n_good=n_good,
+                       n_bad=n_bad, acc=r.acc, com=r.com, base_acc=base.acc, base_com=base.com,
+                       rac=rac.value, rcc=rcc.value, fail=rac.fail or rcc.fail,
+                       effect_acc=-rac.value if rac.fail else rac.value,
+                       effect_com=-rcc.value if rcc.fail else rcc.value,
+                       best=i == best)
+            if i == best:
+                for metric in ("acc", "com"):
+                    _, low, high = change_ci(base.correct, r.correct, ids, metric, n_resamples, seed=seed)
+                    row[f"{metric}_low"], row[f"{metric}_high"] = low, high
+            rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- restricted fine-tuning

@@ -97,3 +97,33 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
 def bottom_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Flat ids of the k lowest (most negative) scores, lowest first; ties -> smaller flat id."""
     return torch.argsort(scores.reshape(-1), stable=True)[:k]
+
+
+def common(sets, k: int | None = None) -> torch.Tensor:
+    """Neurons found in more than one of `sets` (NeuronLLM App. C.1 'common neurons').
+
+    sets: ranked neuron sets (flat ids, best first), e.g. the good set of every task.
+    Ranked by the number of sets holding the neuron, then by its mean rank in those sets,
+    then by flat id; `k` keeps the first k. Returns flat ids `[n]`.
+    """
+    ranks: dict[int, list[int]] = {}
+    for s in sets:
+        for r, i in enumerate(to_ids(s).tolist()):
+            ranks.setdefault(i, []).append(r)
+    shared = [(-len(r), sum(r) / len(r), i) for i, r in ranks.items() if len(r) > 1]
+    return torch.tensor([i for *_, i in sorted(shared)][:k], dtype=torch.long)
+
+
+def refill(ranked, exclude, k: int) -> torch.Tensor:
+    """The first k of `ranked` (flat ids, best first) that are not in `exclude`: a top-k
+    set with some neurons removed and refilled from the next ranks (NeuronLLM Fig. 7)."""
+    drop = set(to_ids(exclude).tolist())
+    ids = to_ids(ranked)
+    keep = torch.tensor([i not in drop for i in ids.tolist()], dtype=torch.bool)
+    return ids[keep][:k]
+
+
+def layer_counts(neurons, shape: tuple[int, int]) -> torch.Tensor:
+    """Neurons per layer `[n_layers]` (long) of a neuron set in any form (NeuronLLM Fig. 5-7)."""
+    ids = to_ids(neurons, shape)
+    return torch.bincount(ids // shape[1], minlength=shape[0])

@@ -258,3 +258,40 @@ def intersection_by_count(curves: pd.DataFrame, title: str | None = None) -> plt
     ax.set_title(title or "Neurons shared by all n samples of one task requirement")
     ax.legend(title=None)
     return fig
+
+
+def change_heatmap(table: pd.DataFrame, title: str | None = None, label: str = "change (%)") -> plt.Figure:
+    """A table of signed changes (e.g. RAC of one task's neurons, columns, on another task's
+    data, rows; NeuronLLM Fig. 2/4, Fig. 7), diverging colours centred on 0, annotated."""
+    rows, cols = table.shape
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * cols, 0.8 + 0.55 * rows))
+    vmax = float(np.nanmax(np.abs(table.to_numpy(dtype=float)))) if table.size else 1.0
+    sns.heatmap(table.astype(float), annot=True, fmt=".1f", center=0, vmin=-vmax or -1, vmax=vmax or 1,
+                cmap="vlag_r", cbar_kws={"label": label}, ax=ax)
+    ax.set_title(title or "Change per cell")
+    return fig
+
+
+def timing_lines(times: pd.DataFrame, title: str | None = None) -> plt.Figure:
+    """Seconds per FFN layer against answer length, one line per target (NeuronLLM Fig. 9).
+    `times`: columns answer_tokens, seconds_per_layer, target."""
+    fig, ax = plt.subplots()
+    sns.lineplot(data=times, x="answer_tokens", y="seconds_per_layer", hue="target", marker="o", ax=ax)
+    ax.set(xlabel="answer length (tokens)", ylabel="seconds per FFN layer", ylim=(0, None))
+    ax.set_title(title or "Attribution time per layer")
+    ax.legend(title=None)
+    return fig
+
+
+def probability_shifts(shifts: pd.DataFrame, title: str | None = None) -> plt.Figure:
+    """Cross-entropy of the correct option per question under each control (NeuronLLM
+    Fig. 10, as distributions). `shifts`: columns control, mode, ce."""
+    modes = list(dict.fromkeys(shifts["mode"]))
+    fig, axes = plt.subplots(1, len(modes), figsize=(3.6 * len(modes), 3.4), squeeze=False, sharey=True)
+    for ax, mode in zip(axes[0], modes):
+        part = shifts[shifts["mode"] == mode]
+        sns.boxplot(data=part, x="control", y="ce", ax=ax, color="0.85", fliersize=2)
+        ax.set(xlabel=None, ylabel="cross-entropy of the correct option", title=mode)
+        ax.tick_params(axis="x", rotation=60)
+    fig.suptitle(title or "Option probabilities under control")
+    return fig

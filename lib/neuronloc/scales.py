@@ -31,6 +31,11 @@ class NeuronLLM:
     ratios: tuple[float, ...] = tuple(i / 10 for i in range(11))  # §4.4: good:bad share of the budget, 0-100 % step 10 %
     budgets: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 500)  # App C.4 Tab 7: K grid (Commonsense)
     n_layers: int | None = None  # None = every layer (§3.1 scores all FFN layers); N = only the last N (smoke)
+    budget_task: str = "neuronllm/commonsense"  # App C.4 Tab 7: the K sweep is on Commonsense
+    n_pool: int = 200  # ours: examples screened for the comprehended / not split of A.1 (the paper does not say)
+    random_seeds: int = 5  # ours: RANDOM drawn this many times (the paper: once)
+    n_position: int = 100  # ours: examples of the answer-position vs all-positions ablation
+    side_ratios: tuple[float, ...] | None = None  # ratios of the common, cross-task and budget arms (None = `ratios`)
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,10 @@ PAPER = Scale("paper", NeuronLLM(), CNL(), NEG())
 # 100 (0.22 % of 46,080) so the 10 % ratio steps are whole neurons.
 DEFAULT = Scale(
     "default",
-    NeuronLLM(n_eval=50, z=5000 / PAPER_NEURONS, k=100),
+    # notebook 06 in <= 15 min on 2 cores: IG with m = 8 (not 16) on 5 examples, 30 evaluation examples (not 100)
+    # screened from 40, common / cross-task / budget arms at 3 ratios (not 11)
+    NeuronLLM(n_eval=30, ig_steps=8, z=5000 / PAPER_NEURONS, k=100, n_pool=40, n_position=10,
+              side_ratios=(0.0, 0.5, 1.0)),
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03 ~12 min,
     # 01 <= 8 min, 02 <= 4 min (reduced for time; the notebooks say where)
     CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
@@ -185,7 +193,8 @@ DEFAULT = Scale(
 SMOKE = Scale(
     "smoke",
     NeuronLLM(tasks=("neuronllm/sentiment", "neuronllm/commonsense"), n_train=1, n_eval=4, ig_steps=4, z=5000 / PAPER_NEURONS, k=20,
-              ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4),
+              ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4, n_pool=4, random_seeds=2, n_position=1,
+              side_ratios=(0.0, 1.0)),
     CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 6), ("emotion", 6)), data_sizes=(4, 6),
         max_answer_tokens=2, max_chars=350,
         n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, n_edit_layers=3,

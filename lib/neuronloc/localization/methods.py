@@ -27,7 +27,7 @@ from ..models import LM
 from ..neurons import bottom_k, top_k
 from ..parallel import Shard, gather
 from ..store import Store, key
-from ..tasks.core import MCQuestion
+from ..tasks.core import MCQuestion, read_alike
 
 
 @dataclass
@@ -128,14 +128,20 @@ def question_scores(lm: LM, questions, scorer: str, target: str, store: Store | 
     questions = list(questions)
     shard = shard or Shard.current()
     keyed = {p: v for p, v in params.items() if p != "batch_size"}  # batching does not change scores
-    keys = [None if store is None else key(model=lm, question=q, scorer=scorer, target=target, params=keyed)
-            for q in questions]
+    # proxies that read out alike (text read-outs) score alike: targets do not depend on the option order
+    rep = read_alike(questions, params.get("readout"))[0] if all(isinstance(q, MCQuestion) for q in questions) \
+        else list(range(len(questions)))
+    keys = [None if store is None else key(model=lm, question=questions[rep[i]], scorer=scorer, target=target,
+                                           params=keyed) for i in range(len(questions))]
     if shard.world > 1 and store is None:
         raise ValueError(f"{shard.world} processes merge their scores through the score cache: pass a store "
                          "(the CLI's --no-cache cannot be used with several processes)")
     out = {}
     for i in tqdm(shard.mine(len(questions)), desc=desc or f"{scorer}/{target}", disable=not progress, leave=False):
-        run = lambda q=questions[i]: attribute(scorer, lm, q, target=target, **params).scores
+        if rep[i] != i and rep[i] in out:
+            out[i] = out[rep[i]]
+            continue
+        run = lambda q=questions[rep[i]]: attribute(scorer, lm, q, target=target, **params).scores
         out[i] = run() if store is None else store.cached(keys[i], run)
     if shard.world > 1:
         rest = [i for i in range(len(questions)) if i not in out]
@@ -154,7 +160,7 @@ def by_example(questions, scores: torch.Tensor) -> torch.Tensor:
 def locate(lm: LM, questions, method: str = "ace", k: int = 100, z: int | None = None, steps: int | None = None,
            store: Store | None = None, progress: bool = True, seed: int = 0, sigma: float = 6.0,
            spread: str = "var", kn_threshold: float = 0.2, kn_share: float = 0.5, site: str = "ffn.mid",
-           batch_size: int | None = None, readout: str | None = None) -> Located:
+           batch_size: int | None = None, readout: str | None = None, layers=None) -> Located:
     """Locate the neurons of a task.
 
     questions: QATT proxies (MCQuestions; proxies of one example share a uid) or, for
@@ -163,6 +169,8 @@ def locate(lm: LM, questions, method: str = "ace", k: int = 100, z: int | None =
       reordering (default: `scale_z`, the paper's 5000-of-352,256 fraction).
     steps: IG steps (default: the method's, 16 for ig, CNL's S+1 = 20 for ig_positions).
     readout: how multiple-choice answers are read (default: each question's own).
+    layers: score only these layers (default all); the others score 0 (never selected
+      unless fewer neurons than k score non-zero). RANDOM always draws from every layer.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -183,8 +191,10 @@ def locate(lm: LM, questions, method: str = "ace", k: int = 100, z: int | None =
         params.update(steps=steps or m.steps, batch_size=batch_size)
     if readout is not None and not m.free_form:
         params["readout"] = readout
+    if layers is not None:
+        params["layers"] = sorted(int(l) for l in layers)
     per_question = question_scores(lm, questions, m.scorer, m.target, store, progress, desc=method, **params)
-    per_example = by_example(questions, per_question)
+    per_example = by_example(questions, per_question.nan_to_num(0.0))  # skipped layers are NaN: score 0
     scores, good, bad, used = m.aggregate(per_example, options)
     info = {"k": k, **{p: v for p, v in params.items() if p != "batch_size"}, **used}
     return Located(method, scores, good, bad, per_example, info)

@@ -12,6 +12,7 @@ from .core import (
     label_token_ids,
     proxy_orders,
     qatt,
+    read_alike,
     render,
     sample_distractors,
     with_distractors,
@@ -19,5 +20,5 @@ from .core import (
 
 __all__ = [
     "LETTERS", "MCQuestion", "READOUTS", "Task", "TaskError", "continuation_ids", "demonstrations", "few_shot", "fixed_options", "label_token_ids",
-    "proxy_orders", "qatt", "render", "sample_distractors", "with_distractors",
+    "proxy_orders", "qatt", "read_alike", "render", "sample_distractors", "with_distractors",
 ]

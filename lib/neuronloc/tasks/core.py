@@ -292,6 +292,33 @@ def qatt(
     return replace(task, questions=proxies, meta={**task.meta, "qatt": {"n_proxies": n_proxies, "seed": seed}})
 
 
+def read_alike(questions: Sequence[MCQuestion], readout: str | None = None) -> tuple[list[int], list[list[int]]]:
+    """Which questions read out alike, so each is computed once.
+
+    Under a text read-out (cloze, cloze_norm, pmi) an "mc" question's prompt does not list
+    its options, so the QATT proxies of one example are one prompt with the options in
+    another order: their option scores are a permutation of each other. Returns, per
+    question i, `rep[i]`, the first question it reads like (itself if none), and
+    `perm[i]`: option j of question i is option `perm[i][j]` of question `rep[i]`.
+    Letter read-outs and cloze-style questions are never merged.
+    """
+    rep, perm, first = [], [], {}
+    for i, q in enumerate(questions):
+        ro = readout or q.readout
+        same = None
+        if ro != "letter" and q.style == "mc" and len(set(q.options)) == len(q.options):
+            k = (render(q, readout=ro), ro, tuple(sorted(q.options)), q.answer_text)
+            same = first.setdefault(k, i)
+        if same is None or same == i:
+            rep.append(i)
+            perm.append(list(range(len(q.options))))
+        else:
+            where = {o: j for j, o in enumerate(questions[same].options)}
+            rep.append(same)
+            perm.append([where[o] for o in q.options])
+    return rep, perm
+
+
 # --------------------------------------------------------------------------- distractors
 
 def sample_distractors(
