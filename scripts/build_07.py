@@ -175,7 +175,7 @@ stability.to_csv(results_dir / "stability.csv")
 print(f"chance IoU of two random {cross.k}-sets: {rounded(cross.k / (2 * site.n_neurons - cross.k))}")
 rounded(stability)"""),
 code("""fig = plots.overlap_heatmap(jaccard, title=f"Jaccard overlap of the top-{cross.k} good sets (mean over {len(tasks)} tasks)")
-plots.save(fig, "07_jaccard", figures_dir)"""),
+_ = plots.save(fig, "07_jaccard", figures_dir)"""),
 md("""## 5. Deg and Enh at equal budget
 
 All conditions of a task run in one batched pass per question after its prefix (`evaluate_conditions`). The signed RAC is negative when the intervention lowered accuracy: Deg should be negative, Enh positive. RANDOM is shown as the mean over its seeds, with the range of the seeds' point values."""),
@@ -257,7 +257,7 @@ beats"""),
 code("""shown = changes[changes.competent & changes.op.isin(["Deg", "Enh"])]
 fig = plots.change_intervals(shown if len(shown) else changes[changes.op.isin(["Deg", "Enh"])], order=methods,
                              title=f"Signed RAC (%) at K = {cross.k}, 95 % bootstrap intervals")
-plots.save(fig, "07_rac", figures_dir)"""),
+_ = plots.save(fig, "07_rac", figures_dir)"""),
 md("""## 6. What the numbers say
 
 The conclusions below are written from the default-scale run on the embedded model (`results/<slug>/07_cross_method/`, its CSV tables); the cell after prints the numbers they rest on, so a run on another model can be read against them."""),
