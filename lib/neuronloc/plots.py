@@ -100,6 +100,7 @@ def change_intervals(changes: pd.DataFrame, order: Sequence[str], title: str | N
     keep = dict(zip(labels, handles))
     fig.legend(keep.values(), keep.keys(), loc="upper right")
     fig.suptitle(title or "Relative accuracy change per method")
+    return fig
 
 
 def neuron_map(scores: Mapping[str, "np.ndarray"], masks: Mapping[str, "np.ndarray"] | None = None, width: int = 32,
@@ -161,6 +162,7 @@ def convergence(rows: pd.DataFrame, title: str | None = None) -> plt.Figure:
            ylim=(-0.02, 1.02))
     ax.set_title(title or "Localization consistency vs data size (dashed: random sets of the same sizes)")
     ax.legend(title=None)
+    return fig
 
 
 # Figures of NEG (notebooks 04, 05) share four shapes; each takes a tidy DataFrame.
@@ -213,6 +215,7 @@ def histograms(values: dict, title: str = "", xlabel: str = "value", bins: int =
     if logy:
         ax.set_yscale("log")
     ax.set(title=title)
+    return fig
 
 
 def paraphrase_overlap(table: pd.DataFrame, title: str | None = None) -> plt.Figure:
