@@ -43,7 +43,7 @@ import transformers
 import neuronloc
 from neuronloc import plots, scales
 from neuronloc.hooks import count_passes, excite, silence
-from neuronloc.interventions import choose_readout, degrader, enhancer, evaluate_conditions
+from neuronloc.interventions import Competence, choose_readout, degrader, enhancer, evaluate_conditions, pick_readout
 from neuronloc.localization import locate
 from neuronloc.metrics import change_ci, iou
 from neuronloc.neurons import to_layer_dict
@@ -91,16 +91,13 @@ for name in cross.tasks:
     qs = [replace(q, demonstration=demo) if demo is not None else q for q in task.questions]
     comp, rest = qs[:cross.n_competence], qs[cross.n_competence:]
     if all((name, r) in stored for r in READOUTS):
-        rows = {r: stored[(name, r)] for r in READOUTS}
-        level = 0.05 / len(rows)
-        passing = [r for r in rows if rows[r]["p_value"] < level]
-        readout = "letter" if "letter" in passing else max(passing, key=lambda r: rows[r]["acc"], default=None)
-        accs = {r: rows[r]["acc"] for r in rows}
-        p_best = min(rows[r]["p_value"] for r in rows)
+        comps = {r: Competence(**{f: v for f, v in stored[(name, r)].items() if f not in ("task", "acc")})
+                 for r in READOUTS}
+        readout = pick_readout(comps)  # choose_readout's rule on the stored competences
     else:
         readout, comps = choose_readout(lm, comp)
-        accs = {r: c.acc for r, c in comps.items()}
-        p_best = min(c.p_value for c in comps.values())
+    accs = {r: c.acc for r, c in comps.items()}
+    p_best = min(c.p_value for c in comps.values())
     competent = readout is not None
     readout = readout or "letter"  # at chance under every read-out: run with the papers' read-out, flag it
     a, b, ev = (rest[:cross.n_ident], rest[cross.n_ident:2 * cross.n_ident], rest[2 * cross.n_ident:])
