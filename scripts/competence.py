@@ -11,12 +11,11 @@ table. Measure a model's competence before reading a task-level claim off it.
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from neuronloc import load_model
-from neuronloc.interventions import competence
+from neuronloc.interventions import competence, write_competence
 from neuronloc.tasks import READOUTS
 from neuronloc.tasks.loaders import load_task
 
@@ -30,18 +29,17 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="results")
     args = p.parse_args(argv)
     lm = load_model(args.model)
-    rows = []
+    competences = {}
     for name in args.tasks:
         task = load_task(name, split="test", n=args.n, seed=args.seed)
         demo = task.demonstrations[0] if task.demonstrations else None
         questions = [replace(q, demonstration=demo) if demo is not None else q for q in task.questions]
         for readout in READOUTS:
             c = competence(lm, questions, readout, progress=True)
-            rows.append({"task": name, **asdict(c), "acc": c.acc})
+            competences.setdefault(name, {})[readout] = c
             print(f"{name:24s} {c}", flush=True)
     path = Path(args.out) / lm.slug / "competence.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"model": args.model, "n": args.n, "seed": args.seed, "rows": rows}, indent=1) + "\n")
+    write_competence(path, args.model, args.n, args.seed, competences)
     print(f"wrote {path}")
 
 

@@ -9,7 +9,7 @@ import torch
 
 from neuronloc.interventions import (
     Arm, Competence, best_ratio, degrader, enhancer, evaluate_conditions, evaluate_options, pick_readout,
-    sweep_arms, sweep_ratios,
+    read_competence, sweep_arms, sweep_ratios, write_competence,
 )
 from neuronloc.localization.methods import question_scores
 from neuronloc.neurons import common, layer_counts, refill
@@ -136,3 +136,22 @@ def test_comprehension_split_hand_worked():
     res = OptionEval(torch.zeros(12, 4), torch.zeros(12), torch.zeros(12), correct, uids)
     assert comprehension_split(res, 5) == (["a", "c"], ["b", "d"])
     assert comprehension_split(res, 1) == (["a"], ["b"])
+
+
+def test_competence_json_round_trip_and_coverage(tmp_path):
+    from scipy.stats import binomtest
+
+    def c(r, correct, n=100):
+        p = binomtest(correct, n, 0.25, alternative="greater").pvalue
+        return Competence(r, n, correct, 0.25, p, (0.1, 0.4))
+    stored = {"t1": {"letter": c("letter", 20), "cloze": c("cloze", 40)}, "t2": {"letter": c("letter", 30)}}
+    path = tmp_path / "competence.json"
+    write_competence(path, "m", 100, 0, stored)
+    assert read_competence(path, seed=0, n=100, model="m") == stored
+    assert read_competence(path, seed=0, n=24) == stored  # more questions than the run needs: used
+    assert pick_readout(read_competence(path, seed=0)["t1"]) == "cloze"
+    # not covering the run: another seed, too few questions, another model, no file
+    assert read_competence(path, seed=1) == {}
+    assert read_competence(path, seed=0, n=101) == {}
+    assert read_competence(path, seed=0, model="other") == {}
+    assert read_competence(tmp_path / "missing.json", seed=0) == {}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from neuronloc.metrics import (accuracy, coincidence, comprehension, coverage, distribution, format_cell,
+from neuronloc.metrics import (accuracy, coincidence, comprehension, coverage, distribution, format_cell, mean_ci,
                                generality, iou, linear_ratio, mae, neg_slope, neuron_fraction, overlap,
                                pearson_r, polarity, rac, rcc, relative_change)
 
@@ -141,3 +141,18 @@ def test_sign_agreement_skips_zeros():
     from neuronloc.metrics import sign_agreement
     assert sign_agreement([1, -2, 3, 0, 5], [2, 2, 1, 7, 0]) == pytest.approx(2 / 3)
     assert math.isnan(sign_agreement([0, 0], [1, 1]))
+
+
+def test_mean_ci_normal_theory_and_edge_cases():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=400)
+    mean, low, high = mean_ci(x, n_resamples=2000, seed=1)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))  # normal-theory half width, what the bootstrap approximates
+    assert mean == pytest.approx(x.mean())
+    assert low < mean < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+    assert mean_ci(np.append(x, [np.nan, np.inf]), n_resamples=2000, seed=1) == (mean, low, high)
+    bca = mean_ci(x, n_resamples=2000, seed=1, method="BCa")
+    assert bca[1] < mean < bca[2]
+    assert mean_ci([2.0, 2.0, 2.0])[0] == 2.0 and np.isnan(mean_ci([2.0, 2.0])[1])
+    assert np.isnan(mean_ci([5.0])[2]) and np.isnan(mean_ci([np.nan])[0])

@@ -244,6 +244,40 @@ def competence(lm: LM, questions: Iterable[MCQuestion], readout: str, chat: bool
     return Competence(readout, n, correct, chance, float(test.pvalue), (float(ci.low), float(ci.high)))
 
 
+def write_competence(path, model: str, n: int, seed: int, competences: dict[str, dict[str, Competence]]) -> None:
+    """Write {task: {read-out: Competence}} as competence.json (what `read_competence` reads)."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    rows = [{"task": task, **asdict(c), "acc": c.acc} for task, per in competences.items() for c in per.values()]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"model": model, "n": n, "seed": seed, "rows": rows}, indent=1) + "\n")
+
+
+def read_competence(path, seed: int, n: int = 1, model: str | None = None) -> dict[str, dict[str, Competence]]:
+    """{task: {read-out: Competence}} from a competence.json written by scripts/competence.py
+    (`results/<slug>/competence.json`), or {} when it is missing or does not cover the run:
+    another seed, fewer than `n` questions per task, or (when given) another model name.
+    The notebooks read it instead of measuring competence again; `pick_readout` applies
+    `choose_readout`'s rule to it."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    if data.get("seed") != seed or data.get("n", 0) < n or (model is not None and data.get("model") != model):
+        return {}
+    out: dict[str, dict[str, Competence]] = {}
+    for r in data["rows"]:
+        out.setdefault(r["task"], {})[r["readout"]] = Competence(r["readout"], r["n"], r["correct"], r["chance"],
+                                                                  r["p_value"], tuple(r["ci"]))
+    return out
+
+
 def pick_readout(results: dict[str, Competence], alpha: float = 0.05) -> str | None:
     """The rule of `choose_readout` on competences already measured (e.g. read back from
     results/<slug>/competence.json): "letter" if above chance, else the most accurate

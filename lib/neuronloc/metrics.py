@@ -1,6 +1,7 @@
 """Metrics of the three papers.
 
-NeuronLLM §4.2: Acc, Com, RAC, RCC (with 'Fail'; `change_ci`: signed, with a bootstrap interval). CNL Eq. 6 and 9: coincidence rate,
+NeuronLLM §4.2: Acc, Com, RAC, RCC (with 'Fail'; `change_ci`: signed, with a bootstrap interval;
+`mean_ci`: any mean with one). CNL Eq. 6 and 9: coincidence rate,
 overlap, IoU, neuron fraction. NEG §2.2, §3.2, App. A: zero-intercept slope (NEG),
 Pearson r, MAE, linear-neuron ratio, polarity, layer/prompt generality (LG/PG).
 
@@ -106,6 +107,26 @@ def change_ci(base_correct, edited_correct, example_ids, metric: str = "acc", n_
                               confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
     low, high = res.confidence_interval
     return value, float(low), float(high)
+
+
+def mean_ci(values, n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
+            method: str = "percentile") -> tuple[float, float, float]:
+    """Mean of the finite `values` and its bootstrap interval (scipy.stats.bootstrap,
+    `method` "percentile" or "BCa", seeded): (mean, low, high).
+
+    Fewer than two finite values, or all of them equal, have no interval: (mean, nan, nan)
+    (mean nan when none is finite).
+    """
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if len(x) < 2 or np.ptp(x) == 0:
+        return (float(x.mean()) if len(x) else math.nan), math.nan, math.nan
+    ci = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=level, method=method,
+                         random_state=seed).confidence_interval
+    return float(x.mean()), float(ci.low), float(ci.high)
 
 
 def format_cell(rac_change: Change, rcc_change: Change) -> str:
