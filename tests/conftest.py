@@ -77,3 +77,15 @@ def smol() -> LM:
         return load_model("smollm2-135m")
     except ModelNotFoundError as err:
         pytest.fail(f"embedded model missing ({err}); run `make setup`")
+
+
+def prob_under_hooks(lm: LM, fact, handles: list) -> float:
+    """P(fact.target) at the last position of fact.prompt with the given hook handles
+    registered (a hand-written reference for the library's edits); removes them."""
+    try:
+        with torch.no_grad():
+            logits = lm.model(input_ids=fact.prompt[None]).logits[0, -1]
+    finally:
+        for h in handles:
+            h.remove()
+    return float(logits.double().softmax(-1)[fact.target])

@@ -8,7 +8,7 @@ import torch
 
 from neuronloc.localization import Fact, Node, circuit_recall, knowledge_circuit, node_scores
 
-from conftest import tiny_llama
+from conftest import prob_under_hooks, tiny_llama
 
 N_LAYERS, N_HEADS, HEAD_DIM = 3, 4, 8
 
@@ -63,13 +63,7 @@ def hand_prob(lm, fact, nodes_eps: dict, ablation: str) -> float:
                 x[..., units] = x[..., units] + eps * target(args[0], layer, head, units)
                 return (x,)
             handles.append(layers[layer].self_attn.o_proj.register_forward_pre_hook(in_hook))
-    try:
-        with torch.no_grad():
-            logits = lm.model(input_ids=fact.prompt[None]).logits[0, -1]
-    finally:
-        for h in handles:
-            h.remove()
-    return float(logits.double().softmax(-1)[fact.target])
+    return prob_under_hooks(lm, fact, handles)
 
 
 ALL = [(l, h) for l in range(N_LAYERS) for h in (*range(N_HEADS), None)]

@@ -15,7 +15,7 @@ from neuronloc.hooks import excite, silence
 from neuronloc.localization import Fact, Node, make_fact, node_parameters, parameter_share
 from neuronloc.localization.validation import answer_logprob, answer_prob, kn_neurons, layer_sweep
 
-from conftest import tiny_llama
+from conftest import prob_under_hooks, tiny_llama
 
 TEXTS = [f"the quick brown fox {i} jumps over the lazy dog" for i in range(40)]
 
@@ -84,13 +84,7 @@ def _hand_prob(lm, fact, neurons: dict, factor: float) -> float:
             x[:, -1, idx] = x[:, -1, idx] * factor
             return (x,)
         handles.append(lm.model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(pre))
-    try:
-        with torch.no_grad():
-            logits = lm.model(input_ids=fact.prompt[None]).logits[0, -1]
-    finally:
-        for h in handles:
-            h.remove()
-    return float(logits.double().softmax(-1)[fact.target])
+    return prob_under_hooks(lm, fact, handles)
 
 
 def test_answer_prob_under_doubling_and_zeroing_matches_plain_hooks(lm):
