@@ -234,10 +234,10 @@ def test_lpi_matches_manual_logit_lens(lm):
             assert scores[1, i].item() == pytest.approx(expected.item(), rel=1e-3, abs=2e-6)
 
 
-@pytest.mark.parametrize("family", ["gemma2", "gpt2"])
+@pytest.mark.parametrize("family", ["gptj", "gpt2"])
 def test_lpi_refuses_families_without_a_plain_ffn_residual(family):
-    """Gemma 2 norms the FFN output before the residual add and GPT-2's output projection is
-    a Conv1D: LPI's r + a v is not what they compute, so lpi says where it is defined."""
+    """GPT-J runs attention and FFN in parallel (no residual stream between them) and GPT-2's
+    output projection is a Conv1D: lpi says where it is defined."""
     from test_sites import build
     from conftest import CharTokenizer
     from neuronloc.models import from_module
@@ -245,6 +245,50 @@ def test_lpi_refuses_families_without_a_plain_ffn_residual(family):
     assert lm.family.name == family
     with pytest.raises(ValueError, match="lpi needs site ffn.mid.*resid.mid"):
         attribute("lpi", lm, QUESTION)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_lpi_on_sandwich_norms_reads_the_residual_stream(family):
+    """Gemma 2/3: r is the residual stream entering the FFN (the layer's output is
+    r + post_feedforward_layernorm(FFN(r))), a neuron adds the normed a_i v_i, and the lens
+    applies Gemma 2's logit soft-capping; all by hand with plain hooks."""
+    from test_sites import build
+    from conftest import CharTokenizer
+    from neuronloc.models import from_module
+    from test_sites import VOCAB
+    torch.manual_seed(0)
+    lm = from_module(build(family), CharTokenizer(VOCAB), name=family)
+    if family == "gemma2":  # soft-capping (default 30) barely bends a tiny model's logits: make it bite
+        lm.model.config.final_logit_softcapping = 0.5
+    cap = lm.model.config.final_logit_softcapping
+    assert (cap is not None) == (family == "gemma2")  # the two lenses differ: both are checked
+    short = nl.MCQuestion(stem="2+2=?", options=("4", "5"), answer=0)  # the tiny models' context is 64
+    query = make_query(lm, short)
+    scores = attribute("lpi", lm, short, layers=[1]).scores
+    inner, block = lm.model.model, lm.model.model.layers[1]
+    seen = {}
+    hooks = [block.pre_feedforward_layernorm.register_forward_pre_hook(lambda m, a: seen.__setitem__("r", a[0][0, -1])),
+             block.mlp.down_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("a", a[0][0, -1])),
+             block.register_forward_hook(lambda m, a, out: seen.__setitem__(
+                 "out", (out[0] if isinstance(out, tuple) else out)[0, -1])),
+             inner.norm.register_forward_pre_hook(lambda m, a: seen.__setitem__("last", a[0][0, -1]))]
+    with torch.no_grad():
+        logits = lm.model(input_ids=query.prompt[None]).logits[0, -1]
+    for h in hooks:
+        h.remove()
+    y = int(query.answer_tokens[0])
+    post, down = block.post_feedforward_layernorm, block.mlp.down_proj
+
+    def lp(x):
+        z = lm.model.lm_head(inner.norm(x))
+        return torch.log_softmax(cap * torch.tanh(z / cap) if cap else z, -1)[..., y]
+
+    with torch.no_grad():
+        assert torch.allclose(seen["out"], seen["r"] + post(down(seen["a"])), atol=1e-5)  # r: the residual stream
+        assert torch.allclose(lp(seen["last"]), logits.log_softmax(-1)[y], atol=1e-5)  # the lens is the model's head
+        for i in (0, 7, 23):
+            expected = lp(seen["r"] + post(seen["a"][i] * down.weight[:, i])) - lp(seen["r"])
+            assert scores[1, i].item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
 
 
 def test_random_is_seeded(lm):

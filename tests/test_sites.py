@@ -187,7 +187,7 @@ _GATED_WHERE = {"ffn.mid": ("mlp.down_proj", "input"), "ffn.up": ("mlp.up_proj",
                 "resid.pre": ("", "input"), "resid.mid": ("post_attention_layernorm", "input"),
                 "attn.out": ("self_attn", "output"), "mlp.out": ("mlp", "output"),
                 "attn.head": ("self_attn.o_proj", "input")}
-_SANDWICH_WHERE = {**{k: v for k, v in _GATED_WHERE.items() if k != "resid.mid"},
+_SANDWICH_WHERE = {**_GATED_WHERE, "resid.mid": ("pre_feedforward_layernorm", "input"),
                    "attn.out": ("post_attention_layernorm", "output"), "mlp.out": ("post_feedforward_layernorm", "output")}
 WHERE = {
     **{f: _GATED_WHERE for f in ("llama", "mistral", "qwen2", "qwen3", "gemma")},

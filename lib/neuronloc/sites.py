@@ -10,9 +10,11 @@ tensor `[batch, pos, n_inner]` at each layer:
   ffn.up     the output of mlp.up_proj (gated families; what the NEG reference code hooks
              on LLaMA). For Phi-3's fused gate_up_proj, the "up" half.
   resid.pre  the layer's input hidden states, d_model.
-  resid.mid  the residual stream entering the FFN (after the attention add), d_model, where
-             the FFN output is added to it as is (LPI reads it): not GPT-J/GPT-NeoX (parallel
-             attention and FFN), Gemma 2/3 (normed FFN output) or BERT (post-norm).
+  resid.mid  the residual stream entering the FFN (after the attention add), d_model (LPI
+             reads it): not GPT-J/GPT-NeoX (parallel attention and FFN) or BERT (post-norm).
+             Gemma 2/3: the input of pre_feedforward_layernorm; their FFN output passes
+             `Family.post_ffn_norm` before it is added (post_attention_layernorm norms the
+             attention output there, so it is not the residual stream).
   attn.out   what the attention block adds to the residual stream, d_model (Gemma 2/3: after
              post_attention_layernorm; BERT: attention.output.dense, before add + LayerNorm).
   mlp.out    what the FFN adds to the residual stream, d_model (same conventions).
@@ -29,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import torch
 import torch.nn as nn
 
 from .neurons import flat, unflat
@@ -57,6 +60,8 @@ class Family:
     projections own row i (+ bias i), "out" projections column i (GPT-2's Conv1D is
     [in, out], hence swapped dims). final_norm: path from the layer list's parent (logit
     lens). shared_prefix: rows may attend to one cached prefix (`prefix_attention`).
+    post_ffn_norm: path inside a layer of the norm the FFN output passes before the residual
+    add (Gemma 2/3's post_feedforward_layernorm), None where it is added as is.
     """
 
     name: str
@@ -65,6 +70,7 @@ class Family:
     neuron_params: tuple[tuple[str, int, int], ...]
     final_norm: str | None
     shared_prefix: bool = False
+    post_ffn_norm: str | None = None
 
 
 _DECODER_LAYERS = ("model.layers", "model.language_model.layers", "language_model.model.layers", "layers")
@@ -74,23 +80,22 @@ _GATED_SITES = {
     "attn.out": Where("self_attn", "output"), "mlp.out": Where("mlp", "output"),
     "attn.head": Where("self_attn.o_proj", "input"),
 }
-# Gemma 2/3 norm each block's output before the residual add (and have no resid.mid)
-_SANDWICH_SITES = {**{k: v for k, v in _GATED_SITES.items() if k != "resid.mid"},
+# Gemma 2/3 norm each block's output before the residual add ("sandwich" norms)
+_SANDWICH_SITES = {**_GATED_SITES, "resid.mid": Where("pre_feedforward_layernorm", "input"),
                    "attn.out": Where("post_attention_layernorm", "output"),
                    "mlp.out": Where("post_feedforward_layernorm", "output")}
 _GATED_PARAMS = (("mlp.gate_proj.weight", 0, 0), ("mlp.gate_proj.bias", 0, 0),
                  ("mlp.up_proj.weight", 0, 0), ("mlp.up_proj.bias", 0, 0), ("mlp.down_proj.weight", 1, 0))
 
 
-def _gated(name: str, sites=_GATED_SITES, shared_prefix: bool = True) -> Family:
-    return Family(name, _DECODER_LAYERS, sites, _GATED_PARAMS, "norm", shared_prefix)
+def _gated(name: str, sites=_GATED_SITES, shared_prefix: bool = True, post_ffn_norm: str | None = None) -> Family:
+    return Family(name, _DECODER_LAYERS, sites, _GATED_PARAMS, "norm", shared_prefix, post_ffn_norm)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     _gated("llama"), _gated("mistral"), _gated("qwen2"), _gated("qwen3"), _gated("gemma"),
     # soft-capping and sliding windows: no shared-prefix attention
-    _gated("gemma2", _SANDWICH_SITES, False), _gated("gemma3", _SANDWICH_SITES, False),
-    _gated("gemma3_text", _SANDWICH_SITES, False),
+    *(_gated(name, _SANDWICH_SITES, False, "post_feedforward_layernorm") for name in ("gemma2", "gemma3", "gemma3_text")),
     Family("phi3", _DECODER_LAYERS, {**_GATED_SITES, "ffn.up": Where("mlp.gate_up_proj", "output", "second")},
            (("mlp.gate_up_proj.weight", 0, 0), ("mlp.gate_up_proj.weight", 0, 1), ("mlp.down_proj.weight", 1, 0)),
            "norm", True),
@@ -216,6 +221,28 @@ def final_norm(model: nn.Module) -> nn.Module:
         raise UnsupportedModelError(f"{family.name!r} has no final norm before its head")
     parent = layers_path(model, family).rpartition(".")[0]
     return model.get_submodule(f"{parent}.{family.final_norm}" if parent else family.final_norm)
+
+
+def logit_lens(model: nn.Module):
+    """x `[..., d_model]` (a residual-stream vector) -> the logits the model would give for it:
+    head(final_norm(x)), then tanh soft-capping where the config sets
+    final_logit_softcapping (Gemma 2; what its forward applies after the head)."""
+    norm, head = final_norm(model), model.get_output_embeddings()
+    cap = getattr(text_config(model), "final_logit_softcapping", None)
+
+    def lens(x: torch.Tensor) -> torch.Tensor:
+        logits = head(norm(x))
+        return torch.tanh(logits / cap) * cap if cap else logits
+    return lens
+
+
+def post_ffn_norm(model: nn.Module, layer: int) -> nn.Module | None:
+    """The norm layer `layer`'s FFN output passes before the residual add (`Family.post_ffn_norm`),
+    None where the output is added as is."""
+    family = family_of(model)
+    if family.post_ffn_norm is None:
+        return None
+    return model.get_submodule(f"{layers_path(model, family)}.{layer}.{family.post_ffn_norm}")
 
 
 def resolve_site(model: nn.Module, site: str = "ffn.mid") -> Site:

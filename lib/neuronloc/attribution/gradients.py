@@ -16,7 +16,7 @@ from ..engine import Query, forward_rows, make_query, option_logits_suffice, pre
 from ..hooks import capture
 from ..models import LM
 from ..neurons import to_ids, unflat
-from ..sites import final_norm
+from ..sites import logit_lens, post_ffn_norm
 from ..targets import get_target
 from .base import NeuronScores, register
 
@@ -135,10 +135,14 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
 
     For neuron i of layer l with activation a_i and output weight column v_i, at the
     answer position: LPI = log p(y | r + a_i v_i) - log p(y | r), where r is the
-    residual stream entering layer l's FFN (after attention; the FFN's own output
-    excluded) and p(. | x) = softmax(lm_head(final_norm(x))) reads a residual
-    vector directly (logit lens). Defined where the family has site resid.mid and a
-    linear FFN output projection (LLaMA, Mistral, Qwen, Gemma 1, Phi-3).
+    residual stream entering layer l's FFN (site resid.mid: after attention, the FFN's
+    own output excluded) and p(. | x) reads a residual vector directly (logit lens,
+    `sites.logit_lens`: final norm, head, and Gemma 2's logit soft-capping).
+    Gemma 2/3 norm the FFN output before adding it (`Family.post_ffn_norm`): there the
+    neuron adds N(a_i v_i), N that norm, so LPI = log p(y | r + N(a_i v_i)) - log p(y | r);
+    an RMSNorm of one vector keeps only its direction, so |a_i| no longer scales it.
+    Defined where the family has site resid.mid and a linear FFN output projection
+    (LLaMA, Mistral, Qwen, Gemma 1-3, Phi-3).
     neurons: flat ids to score (the others hold NaN); each costs one read-out over the
     vocabulary, so scoring every neuron of a layer costs n_inner of them.
     """
@@ -147,8 +151,8 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
     if site_.name != "ffn.mid" or not isinstance(down, torch.nn.Linear) or "resid.mid" not in lm.family.sites:
         raise ValueError(f"lpi needs site ffn.mid entering a linear FFN output projection and site resid.mid "
                          f"(the residual stream entering the FFN, see neuronloc.sites): {site_.family}/{site} has not; "
-                         f"use it on a LLaMA-like or Phi-3 model")
-    norm, head = final_norm(model), model.get_output_embeddings()
+                         f"use it on a LLaMA-like, Gemma or Phi-3 model")
+    lens = logit_lens(model)
     query = make_query(lm, question, chat=chat)
     y = int(query.answer_tokens[0])
     layers = resolve_layers(site_.n_layers, layers)
@@ -163,19 +167,23 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
     resid = {l: mid.acts[l][0, 0].float() for l in layers}
 
     def logp(x):  # [n, d] residual vectors -> log p(y)
-        logits = head(norm(x.to(lm.dtype))).float()
+        logits = lens(x.to(lm.dtype)).float()
         return logits[:, y] - torch.logsumexp(logits, dim=-1)
 
     scores = torch.full((site_.n_layers, site_.n_inner), float("nan"))
     for l in layers:
         a = cap.acts[l][0, 0].float()
         w = site_.module(model, l).weight.float()  # [d, n_inner]: column i is neuron i's value vector
+        post = post_ffn_norm(model, l)
         base = logp(resid[l][None])
         units = torch.arange(site_.n_inner) if picked is None else picked[l]
         out = []
         for s in range(0, len(units), chunk):
             u = units[s:s + chunk].to(a.device)
-            vecs = resid[l][None] + (a[u, None] * w[:, u].T)
+            added = a[u, None] * w[:, u].T  # [units, d]: what each neuron alone adds to the FFN output
+            if post is not None:
+                added = post(added.to(lm.dtype)).float()
+            vecs = resid[l][None] + added
             out.append(logp(vecs) - base)
         scores[l, units] = torch.cat(out).cpu()
     return _result(scores, "lpi", site, query, target, layers=layers)
