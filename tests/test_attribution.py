@@ -133,6 +133,28 @@ def test_ig_positions_is_mean_of_per_position_reference_ig(lm):
     assert torch.allclose(scores, expected, rtol=1e-4, atol=1e-9)
 
 
+def test_ig_positions_keeps_one_token_options(lm):
+    """A letter-read-out question has one answer position: ig_positions keeps its options,
+    so option targets work (fast = full-sequence reference), answer_prob equals the same
+    answer as a free-form example (the batched positions path), and options of several
+    tokens are refused with the reason."""
+    from neuronloc.attribution.ig import ig_positions
+    query = make_query(lm, QUESTION, readout="letter")
+    assert all(len(c) == 1 for c in query.continuations)
+    for target in ("option_prob", "prob_margin"):
+        fast = ig_positions(lm, QUESTION, target, steps=4, layers=[0, 2]).scores.nan_to_num()
+        ref = ig_positions(lm, QUESTION, target, steps=4, layers=[0, 2], path="reference").scores.nan_to_num()
+        assert fast.abs().max() > 0
+        assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-3, target
+    free = Query(query.prompt, (query.continuations[query.answer],))
+    mc = ig_positions(lm, QUESTION, "answer_prob", steps=4, layers=[1]).scores.nan_to_num()
+    ff = ig_positions(lm, free, "answer_prob", steps=4, layers=[1]).scores.nan_to_num()
+    assert ((mc - ff).abs().max() / ff.abs().max()).item() <= 1e-3
+    cloze = nl.MCQuestion(stem="The sky is", options=("blue today", "green and red"), answer=0, readout="cloze")
+    with pytest.raises(ValueError, match="one-token options.*'cloze'.*share no position"):
+        ig_positions(lm, cloze, "option_prob")
+
+
 @pytest.mark.parametrize("family", ["llama", "mistral_window", "qwen3", "phi3", "gemma", "gpt2"])
 def test_ig_positions_batched_equals_the_per_position_loop(family):
     """CNL Eq. 7 batched: every answer position in one pass (independent positions over one

@@ -231,6 +231,10 @@ def ig_positions(lm: LM, question, target: str = "answer_prob", steps: int = 20,
     without shared-prefix attention, e.g. Gemma 2/3 and GPT-2, run the loop), "loop"
     (one fast IG per answer position: the reference of the batched pass) or
     "reference" (one full-sequence IG per position).
+    A multiple-choice question keeps its options when every option is one token (a
+    letter read-out): the answer has one position, where the options are compared, so
+    every target applies (option_prob, prob_margin too). Options of several tokens have
+    no one position to compare them at: refused (use `ig`, NeuronLLM Eq. 2).
     """
     if steps < 2:
         raise ValueError("ig_positions needs steps >= 2 (S + 1 grid points, S >= 1)")
@@ -238,7 +242,17 @@ def ig_positions(lm: LM, question, target: str = "answer_prob", steps: int = 20,
         raise ValueError(f"unknown ig_positions path {path!r}; use 'fast', 'loop' or 'reference'")
     query = make_query(lm, question)
     if query.n_options != 1:
-        raise ValueError("ig_positions takes a free-form example (prompt and answer), not a multiple-choice question")
+        if any(len(c) != 1 for c in query.continuations):
+            raise ValueError(f"ig_positions on a multiple-choice question needs one-token options (read-out "
+                             f"'letter'; this one is {query.readout!r}): Eq. 7 scores each answer token at its own "
+                             f"position, and options of several tokens share no position to be compared at. "
+                             f"Use ig (Eq. 2: each option's summed log-probability) or a free-form example")
+        one = "reference" if path == "reference" else "fast"
+        scores = integrated_gradients(lm, query, target, steps, "linspace", layers, site, one, batch_size)
+        scores = scores * steps / (steps - 1)
+        params = dict(steps=steps, rule="linspace", layers=layers, path=path)
+        return NeuronScores(scores, "ig_positions", site, params,
+                            {"target": str(target), "uid": query.uid, "n_answer": 1})
     answer = query.answer_tokens
     n = len(answer)
     total = positions_batched(lm, query, target, steps, layers, site, batch_size) if path == "fast" else None
