@@ -173,13 +173,13 @@ DEFAULT = Scale(
     # screened from 40, common / cross-task / budget arms at 3 ratios (not 11)
     NeuronLLM(n_eval=30, ig_steps=8, z=5000 / PAPER_NEURONS, k=100, n_pool=40, n_position=10,
               side_ratios=(0.0, 0.5, 1.0)),
-    # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03 ~25 min,
+    # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03 ~12 min,
     # 01 ~13 min (~4 s per prompt for the three localizers, ROME edits ~1 min each), 02 ~5 min
     # (reduced for time; the notebooks say where)
     CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
         data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350,
         n_facts=20, n_reliability=24, n_pairs=40, pair_steps=4, kn_steps=6, n_edits=4, n_edit_layers=6,
-        epochs=(1, 2), n_finetune=8, n_eval=24, n_random=2),
+        epochs=(1, 2), n_finetune=8, n_eval=8, n_random=2),
     # NEG: reduced for time (notebook 04 <= 8 min, 05 <= 10 min on 2 idle cores; the counts are in the notebooks)
     NEG(fig2_prompts=4, fig2_neurons=64, n_prompts=8, n_neurons=64, top_neurons=64,
         relations=("pararel/P36", "pararel/P103", "pararel/P37"),
