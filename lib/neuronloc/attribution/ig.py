@@ -18,6 +18,8 @@ query over the cached prefix); path="loop" keeps one fast IG per position as its
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..engine import (Layout, Query, auto_batch_size, crop_cache, forward_rows, layer_inputs, logits_from,
@@ -59,7 +61,8 @@ def _scale_hook(layer: int, idx: list[int], alpha: torch.Tensor, at, probes: dic
 
 
 def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, cache, target, full: bool,
-              inputs: dict | None = None, option_logits: bool = False) -> tuple[dict, dict]:
+              inputs: dict | None = None, option_logits: bool = False,
+              counted: list[bool] | None = None) -> tuple[dict, dict, torch.Tensor]:
     """One batched forward+backward: condition c scales layer conditions[c][0] by alpha
     conditions[c][1] at the answer position (`Layout`: one row per condition, or one per
     option for multi-token continuations).
@@ -69,7 +72,10 @@ def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, c
     When given (fast path), conditions are sorted by layer and exist only from their own
     layer on: the batch starts as one driver condition and each decoder layer appends its
     conditions, restarted from that layer's input, so layers below an edit are not re-run.
-    Returns ({layer: sum of dF/da over its rows `[n_inner]`}, {layer: unscaled a `[n_inner]`}).
+    counted: per condition, whether its gradient enters the sums (default all); the others
+    only read F (the completeness check's alpha = 0 rows).
+    Returns ({layer: sum of dF/da over its counted rows `[n_inner]`}, {layer: unscaled a
+    `[n_inner]`}, F of every condition `[conditions]`).
     """
     layout = Layout(query, len(conditions), full=True) if full else rows_layout(lm, query, len(conditions), cache)
     per = layout.per_condition
@@ -87,15 +93,17 @@ def _run_rows(lm: LM, site, conditions: list[tuple[int, float]], query: Query, c
     hooks = {l: _scale_hook(l, i, alpha, layout.at, probes, bases) for l, i in by_layer.items()}
     with torch.enable_grad(), neuron_hooks(lm.model, site, hooks), restart_rows(lm.model, restart):
         scores = forward_rows(lm, layout, cache, option_logits, n_input, sizes)
-        total = target(scores, answers).sum()
+        values = target(scores, answers)
+        weight = torch.ones(len(conditions)) if counted is None else torch.tensor(counted, dtype=torch.float32)
+        total = (values * weight.to(values.device, values.dtype)).sum()
         grads = torch.autograd.grad(total, [probes[l] for l in by_layer])
     sums = {l: g.float().sum(dim=0).cpu() for l, g in zip(by_layer, grads)}
-    return sums, bases
+    return sums, bases, values.detach().double().cpu()
 
 
 def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int = 16, rule: str = "right",
                          layers=None, site: str = "ffn.mid", path: str = "fast", batch_size: int | None = None,
-                         cache=None, restart: bool = True) -> torch.Tensor:
+                         cache=None, restart: bool = True, completeness: dict | None = None) -> torch.Tensor:
     """IG of every neuron at `query.position`: `[layer, neuron]` (NaN for skipped layers).
 
     path="fast" (KV-cached prefix, all layers batched) or "reference" (full sequence,
@@ -104,6 +112,10 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
     restart (fast path): rows skip the layers below their own edit (see `_run_rows`).
     batch_size: (layer, alpha) conditions per forward (each takes one row, or one per
     option for multi-token continuations); None = `auto_batch_size`.
+    completeness: a dict to fill with {layer: (sum of the layer's IG, F(a) - F(0))}, the
+    completeness axiom's two sides (`check_completeness`). F(a) is the alpha = 1 row of
+    the grid; F(0) the linspace grid's alpha = 0 row, or (rule "right") one extra row per
+    layer that reads F without entering the sums.
     """
     site_ = lm.site(site)
     target = get_target(target)
@@ -111,35 +123,72 @@ def integrated_gradients(lm: LM, query: Query, target="option_prob", steps: int 
     layers = resolve_layers(site_.n_layers, layers)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    # alphas run per layer: the grid, and the ends the completeness check reads if the grid lacks them
+    points = grid + ([a for a in (1.0, 0.0) if a not in grid] if completeness is not None else [])
+    counted = [True] * len(grid) + [False] * (len(points) - len(grid))
     scores = torch.full((site_.n_layers, site_.n_inner), float("nan"))
     grad_sum = {l: torch.zeros(site_.n_inner) for l in layers}
-    base = {}
+    base, value = {}, {}  # value: {(layer, alpha): F}
     # the head computes only the option logits where the target needs only their differences
     option_logits = option_logits_suffice(query, target)
     if path == "reference":
         for layer in layers:
-            sums, bases = _run_rows(lm, site_, [(layer, a) for a in grid], query, None, target, True,
-                                    option_logits=option_logits)
+            conditions = [(layer, a) for a in points]
+            sums, bases, values = _run_rows(lm, site_, conditions, query, None, target, True,
+                                            option_logits=option_logits, counted=counted)
             grad_sum[layer] += sums[layer]
             base.update(bases)
+            value.update(zip(conditions, values.tolist()))
     elif path == "fast":
         cache = prefix_cache(lm, query.prefix) if cache is None else crop_cache(cache, len(query.prefix))
         layout = rows_layout(lm, query, 1, cache)
         inputs = layer_inputs(lm, layout, cache) if restart else None
-        conditions = [(l, a) for l in layers for a in grid]
+        conditions = [(l, a) for l in layers for a in points]
+        weights = counted * len(layers)
         context = len(query.prompt) + layout.width
         batch_size = batch_size or max(1, auto_batch_size(lm, site_.n_layers, context) // layout.per_condition)
         for start in range(0, len(conditions), batch_size):
-            sums, bases = _run_rows(lm, site_, conditions[start:start + batch_size], query, cache, target, False,
-                                    inputs, option_logits)
+            batch = conditions[start:start + batch_size]
+            sums, bases, values = _run_rows(lm, site_, batch, query, cache, target, False, inputs, option_logits,
+                                            weights[start:start + batch_size])
             for l, g in sums.items():
                 grad_sum[l] += g
             base.update(bases)
+            value.update(zip(batch, values.tolist()))
     else:
         raise ValueError(f"unknown IG path {path!r}; use 'fast' or 'reference'")
     for l in layers:
         scores[l] = base[l] * grad_sum[l] / steps
+    if completeness is not None:
+        for l in layers:
+            completeness[l] = (scores[l].double().sum().item(), value[l, 1.0] - value[l, 0.0])
     return scores
+
+
+def check_completeness(completeness: dict, tolerance: float = 0.1, floor: float = 1e-3) -> dict:
+    """The layers whose IG misses the completeness axiom: {layer: (sum IG, F(a) - F(0))} where
+    |sum IG - (F(a) - F(0))| > max(tolerance * |F(a) - F(0)|, floor) (Captum's convergence delta).
+
+    A flat-then-steep path (e.g. FFN neurons feeding a normalisation, Gemma 2/3's
+    post_feedforward_layernorm: scaling them by alpha changes little until alpha nears 0)
+    puts most of the integral where a coarse grid has no point. More steps fix it (the gap
+    shrinks as the grid refines); rule "right" never samples alpha = 0, "linspace" does.
+    """
+    return {l: (s, d) for l, (s, d) in completeness.items() if abs(s - d) > max(tolerance * abs(d), floor)}
+
+
+_WARNED: set = set()  # (model, site, target, steps, rule) already warned about in this process
+
+
+def _warn_incomplete(lm: LM, key: tuple, missed: dict, steps: int, rule: str) -> None:
+    if not missed or (lm.name, *key) in _WARNED:
+        return
+    _WARNED.add((lm.name, *key))
+    detail = "; ".join(f"layer {l}: sum IG {s:+.3g} vs F(a) - F(0) {d:+.3g}" for l, (s, d) in sorted(missed.items()))
+    warnings.warn(f"integrated gradients on {lm.name} ({rule}, {steps} steps) miss the completeness check on "
+                  f"{len(missed)} layer(s): {detail}. The path is too steep for the grid: raise steps (or use rule "
+                  f"'linspace'); NeuronScores.meta['completeness'] has every layer. Warned once per setting.",
+                  stacklevel=3)
 
 
 @register("ig")
@@ -152,9 +201,13 @@ def ig(lm: LM, question, target: str = "option_prob", steps: int = 16, rule: str
     teacher forced and its log-probabilities summed (NeuronLLM Eq. 2).
     """
     query = make_query(lm, question, chat=chat, readout=readout)
-    scores = integrated_gradients(lm, query, target, steps, rule, layers, site, path, batch_size)
+    completeness = {}
+    scores = integrated_gradients(lm, query, target, steps, rule, layers, site, path, batch_size,
+                                  completeness=completeness)
+    _warn_incomplete(lm, (site, str(target), steps, rule), check_completeness(completeness), steps, rule)
     params = dict(steps=steps, rule=rule, path=path, layers=layers, readout=query.readout)
-    return NeuronScores(scores, "ig", site, params, {"target": str(target), "uid": query.uid})
+    return NeuronScores(scores, "ig", site, params, {"target": str(target), "uid": query.uid,
+                                                     "completeness": completeness})
 
 
 def positions_batched(lm: LM, query: Query, target="answer_prob", steps: int = 20, layers=None,
