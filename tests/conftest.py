@@ -89,3 +89,25 @@ def prob_under_hooks(lm: LM, fact, handles: list) -> float:
         for h in handles:
             h.remove()
     return float(logits.double().softmax(-1)[fact.target])
+
+
+def float64_twin(lm: LM) -> LM:
+    """The same model in float64: the ground truth float32 paths are compared to (their
+    differences from each other are float32 rounding of either, not an error of one)."""
+    import copy
+
+    return from_module(copy.deepcopy(lm.model).double(), lm.tokenizer, name=f"{lm.name}-float64")
+
+
+# Tolerance of float32 IG against the float64 run, max |error| / max |truth| over neurons, per
+# target. Measured on the tiny models: at most 1e-6 for every target and read-out (prob_margin
+# under pmi, 9.9e-7); 10x headroom. The embedded model has a 49k vocabulary, so the
+# vocabulary-softmax targets (answer_prob, prob_margin) carry more rounding: see
+# test_attribution.test_ig_paths_against_float64_on_embedded_model.
+IG_TOLERANCE = {"option_prob": 1e-5, "answer_prob": 1e-5, "prob_margin": 1e-5, "answer_logprob": 1e-5}
+
+
+def rel_err(x: torch.Tensor, truth: torch.Tensor) -> float:
+    """max |x - truth| / max |truth| over the entries truth defines (NaN = layer not scored)."""
+    keep = ~torch.isnan(truth)
+    return ((x.double()[keep] - truth.double()[keep]).abs().max() / truth.double()[keep].abs().max()).item()

@@ -13,7 +13,7 @@ from neuronloc.engine import Query, make_query
 from neuronloc.hooks import Edit, intervene
 from neuronloc.targets import TARGETS
 
-from conftest import tiny_llama
+from conftest import IG_TOLERANCE, float64_twin, rel_err, tiny_llama
 
 
 @dataclass
@@ -30,6 +30,16 @@ QUESTION = nl.MCQuestion(stem="What is 2+2? Think it over.", options=("4", "5", 
 @pytest.fixture(scope="module")
 def lm():
     return tiny_llama(seed=1)
+
+
+@pytest.fixture(scope="module")
+def lm64(lm):
+    return float64_twin(lm)
+
+
+@pytest.fixture(scope="module")
+def smol64(smol):
+    return float64_twin(smol)
 
 
 def option_logprobs(lm, query, edits=()):
@@ -101,22 +111,27 @@ def test_ig_completeness_over_a_layer(lm):
 
 @pytest.mark.parametrize("target", ["option_prob", "answer_prob", "prob_margin", "answer_logprob"])
 @pytest.mark.parametrize("rule", ["right", "linspace"])
-def test_ig_fast_equals_reference_tiny(lm, target, rule):
-    """The KV-cached batched path gives the reference path's numbers (max rel err <= 1e-4)."""
-    query = make_query(lm, QUESTION)
+def test_ig_fast_and_reference_against_float64_tiny(lm, lm64, target, rule):
+    """The KV-cached batched path and the reference path both give the float64 run's numbers
+    (within IG_TOLERANCE of the target)."""
+    query, q64 = make_query(lm, QUESTION), make_query(lm64, QUESTION)
     fast = integrated_gradients(lm, query, target, steps=6, rule=rule, path="fast", batch_size=5)
     ref = integrated_gradients(lm, query, target, steps=6, rule=rule, path="reference")
-    assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+    truth = integrated_gradients(lm64, q64, target, steps=6, rule=rule, path="reference")
+    assert rel_err(fast, truth) <= IG_TOLERANCE[target]
+    assert rel_err(ref, truth) <= IG_TOLERANCE[target]
 
 
-def test_ig_fast_equals_reference_teacher_forced_multi_token(lm):
+def test_ig_teacher_forced_multi_token_against_float64(lm, lm64):
     """NeuronLLM Eq. 2: a multi-token answer, log-probs summed, teacher forced."""
     example = Example("Paris is the capital of", "France and more")
     query = make_query(lm, example)
     assert len(query.answer_tokens) > 1 and query.n_options == 1
     fast = integrated_gradients(lm, query, "answer_logprob", steps=5, path="fast", batch_size=7)
     ref = integrated_gradients(lm, query, "answer_logprob", steps=5, path="reference")
-    assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+    truth = integrated_gradients(lm64, make_query(lm64, example), "answer_logprob", steps=5, path="reference")
+    assert rel_err(fast, truth) <= IG_TOLERANCE["answer_logprob"]
+    assert rel_err(ref, truth) <= IG_TOLERANCE["answer_logprob"]
 
 
 def test_ig_positions_is_mean_of_per_position_reference_ig(lm):
@@ -327,15 +342,24 @@ def test_registry_lists_every_method_and_rejects_unknown(lm):
         attribute("ig", lm, QUESTION, target="nope")
 
 
+# float32 IG against float64 on SmolLM2-135M (two layers, 4 steps), max rel err measured:
+# option_prob fast 3.9e-6 / reference 2.7e-6; answer_prob fast 8.5e-6 / reference 2.1e-4 (the
+# reference path's softmax over the 49k vocabulary at every position of the full sequence
+# rounds more); the bounds are about 3x the larger of the two
+EMBEDDED_TOLERANCE = {"option_prob": 1.5e-5, "answer_prob": 6e-4}
+
+
 @pytest.mark.model
-def test_ig_fast_equals_reference_on_embedded_model(smol):
-    """Same check on SmolLM2-135M (two layers, 4 steps, to keep CI short)."""
+@pytest.mark.parametrize("target", list(EMBEDDED_TOLERANCE))
+def test_ig_paths_against_float64_on_embedded_model(smol, smol64, target):
+    """Both paths on SmolLM2-135M against its float64 run (two layers, 4 steps, for CI time)."""
     from neuronloc.tasks.examples import example_question
-    query = make_query(smol, example_question())
-    fast = integrated_gradients(smol, query, "option_prob", steps=4, layers=[3, 27], path="fast")
-    ref = integrated_gradients(smol, query, "option_prob", steps=4, layers=[3, 27], path="reference")
-    mask = ~torch.isnan(ref)
-    assert ((fast[mask] - ref[mask]).abs().max() / ref[mask].abs().max()).item() <= 1e-4
+    query, q64 = make_query(smol, example_question()), make_query(smol64, example_question())
+    fast = integrated_gradients(smol, query, target, steps=4, layers=[3, 27], path="fast")
+    ref = integrated_gradients(smol, query, target, steps=4, layers=[3, 27], path="reference")
+    truth = integrated_gradients(smol64, q64, target, steps=4, layers=[3, 27], path="reference")
+    assert rel_err(fast, truth) <= EMBEDDED_TOLERANCE[target]
+    assert rel_err(ref, truth) <= EMBEDDED_TOLERANCE[target]
 
 
 @pytest.mark.model

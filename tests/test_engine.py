@@ -17,7 +17,7 @@ from neuronloc.interventions import evaluate_conditions, evaluate_options
 from neuronloc.metrics import neg_slope
 from neuronloc.tasks import READOUTS, TaskError
 
-from conftest import tiny_llama
+from conftest import IG_TOLERANCE, float64_twin, rel_err, tiny_llama
 from test_attribution import _target_value, hand_ig, hand_scores as _hand_scores, option_logprobs
 
 # multi-token option texts (CharTokenizer: " f" is one token, each further character one more)
@@ -28,6 +28,11 @@ QUESTION = nl.MCQuestion(stem="What is 2+2? Think it over.", options=("four", "f
 @pytest.fixture(scope="module")
 def lm():
     return tiny_llama(seed=1)
+
+
+@pytest.fixture(scope="module")
+def lm64(lm):
+    return float64_twin(lm)
 
 
 @pytest.mark.parametrize("readout", READOUTS)
@@ -59,11 +64,14 @@ def test_readouts_differ_as_defined(lm):
 
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("target", ["option_prob", "answer_prob", "prob_margin"])
-def test_ig_fast_equals_reference_for_every_readout(lm, readout, target):
+def test_ig_fast_and_reference_against_float64_for_every_readout(lm, lm64, readout, target):
     query = make_query(lm, replace(QUESTION, readout=readout))
     fast = integrated_gradients(lm, query, target, steps=4, path="fast", batch_size=5)
     ref = integrated_gradients(lm, query, target, steps=4, path="reference")
-    assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+    truth = integrated_gradients(lm64, make_query(lm64, replace(QUESTION, readout=readout)), target, steps=4,
+                                 path="reference")
+    assert rel_err(fast, truth) <= IG_TOLERANCE[target]
+    assert rel_err(ref, truth) <= IG_TOLERANCE[target]
 
 
 def test_ig_cloze_equals_hand_riemann_sum_of_finite_differences(lm):
