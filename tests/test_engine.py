@@ -209,3 +209,19 @@ def test_swapped_modules_are_restored_when_the_body_raises(lm):
             assert lm.model.config._attn_implementation != attn  # the shared-prefix attention is in place
             raise RuntimeError("inside")
     assert lm.model.get_output_embeddings() is head and lm.model.config._attn_implementation == attn
+
+
+def test_the_kv_cache_goes_by_the_forwards_own_name(lm):
+    """transformers 5.24 renamed the forward's `past_key_values` to `cache` (a FutureWarning per
+    call site under the old name, which the notebooks would print and nbval compare): the
+    engine hands the cache over by the name the model's forward takes, and reads it back."""
+    import inspect
+    import warnings
+    from neuronloc.engine import with_cache
+    name = "cache" if "cache" in inspect.signature(type(lm.model).forward).parameters else "past_key_values"
+    assert list(with_cache(lm.model, None)) == [name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        cache = prefix_cache(lm, make_query(lm, QUESTION, readout="cloze").prompt)
+        assert cache is not None and cache.get_seq_length() > 0
+        attribute("ig", lm, QUESTION, target="option_prob", steps=2, readout="cloze")  # the fast path: prefix + rows

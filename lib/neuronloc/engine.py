@@ -29,6 +29,7 @@ when the target depends on their differences alone (`head_rows`).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from contextlib import contextmanager
@@ -288,7 +289,7 @@ def forward_rows(lm: LM, layout: Layout, cache, option_logits: bool = False, n_i
     use_cache = cache is not None and not layout.full
     with cached_rows(lm, cache if use_cache else None, sizes or len(ids), layout) as (past, positions), \
             head_rows(lm, q.first_tokens if option_logits else None) as restricted:
-        out = lm.model(input_ids=ids, past_key_values=past, use_cache=use_cache, **positions,
+        out = lm.model(input_ids=ids, **with_cache(lm.model, past), use_cache=use_cache, **positions,
                        **logits_from(lm.model, layout.width - layout.at))
     if option_logits and not restricted:  # the head could not be swapped: pick the option logits
         return layout.log_scores(out.logits[..., q.first_tokens.to(out.logits.device)], option_logits=True)
@@ -335,7 +336,7 @@ def layer_inputs(lm: LM, layout: Layout, cache) -> dict:
     record = {layer: (lambda h, layer=layer: seen.__setitem__(layer, h.detach())) for layer in range(site.n_layers)}
     ids = layout.input_ids(1).to(lm.device)
     with neuron_hooks(lm.model, site, record), cached_rows(lm, cache, len(ids), layout) as (past, positions):
-        lm.model(input_ids=ids, past_key_values=past, use_cache=cache is not None, **positions,
+        lm.model(input_ids=ids, **with_cache(lm.model, past), use_cache=cache is not None, **positions,
                  **logits_from(lm.model, 1))
     return seen
 
@@ -348,7 +349,25 @@ def prefix_cache(lm: LM, prefix: torch.Tensor):
     if prefix.numel() == 0:
         return None
     out = lm.model(input_ids=prefix[None].to(lm.device), use_cache=True, **logits_from(lm.model, 1))
-    return out.past_key_values
+    return returned_cache(out)
+
+
+def with_cache(model, past) -> dict:
+    """The forward kwarg that hands a model a KV cache: `cache` from transformers 5.24 on
+    (which deprecates `past_key_values`, with a FutureWarning per call site), else
+    `past_key_values`."""
+    return {_cache_kwarg(type(model)): past}
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(model_class) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def returned_cache(out):
+    """The KV cache a forward returned (`cache` from transformers 5.24 on, else `past_key_values`)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def logits_from(model, last: int) -> dict:

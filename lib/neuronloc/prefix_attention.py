@@ -100,7 +100,7 @@ class _PrefixLayer(DynamicLayer):
 def shared_prefix(lm, cache, offset: int | None = None, mask: torch.Tensor | None = None):
     """Inside the block, forwards attend to `cache`'s prefix (batch 1) from any batch size.
 
-    Yields the cache object to pass as `past_key_values` (None for an empty prefix).
+    Yields the cache object to pass to the forward (`engine.with_cache`; None for an empty prefix).
     offset: independent positions (see the module docstring); the caller passes their
     `position_ids` (offset, offset + 1, ...) to the forward.
     mask `[s, s]` (bool): which new positions each new position attends to (besides the
