@@ -16,7 +16,10 @@ reader browses.
 --update-source re-executes the committed source notebooks as they are (their
 parameters cell defaults to SCALE="smoke") and stores the outputs in place, with
 papermill's run metadata removed: these outputs are what nbval compares against
-in `make test` (README, Development).
+in `make test` (README, Development). It first empties the smoke caches
+(results/smoke/*/cache): CI runs the notebooks from a fresh clone, in order, with
+no cache, and what a cell prints (progress bars, warnings of the scorers that run)
+differs when it reads its results from a cache instead.
 
 The kernel is "neuronloc", the kernelspec `make setup` installs into .venv; when it
 is missing, "python3". Exit status: 0 all ran, 1 a notebook failed (named), 2 usage.
@@ -176,6 +179,9 @@ def main(argv=None) -> int:
     kernel = kernel_name(args.kernel)
 
     if args.update_source:
+        for cache in sorted((ROOT / "results" / "smoke").glob("*/cache")):  # as cold as CI's fresh clone
+            print(f"emptying {cache.relative_to(ROOT)} (the references are those of a cold run)", flush=True)
+            shutil.rmtree(cache)
         failed = []
         for i, path in enumerate(paths, 1):
             print(f"[{i}/{len(paths)}] {path.name} (source, its own parameters)", flush=True)

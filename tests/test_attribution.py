@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import neuronloc as nl
-from neuronloc.attribution import SCORERS, attribute, integrated_gradients, neurgrad_options
+from neuronloc.attribution import SCORERS, CompletenessWarning, attribute, integrated_gradients, neurgrad_options
 from neuronloc.engine import Query, make_query
 from neuronloc.hooks import Edit, intervene
 from neuronloc.targets import TARGETS
@@ -492,7 +492,7 @@ def test_completeness_warning_on_a_flat_path(family):
             layer.mlp.down_proj.weight.mul_(1e3)
     short = nl.MCQuestion(stem="2+2=?", options=("4", "5"), answer=0)
     _WARNED.clear()
-    with pytest.warns(UserWarning, match=r"miss the completeness check on 2 layer\(s\): layer 0: sum IG .* vs F\(a\) - F\(0\)"):
+    with pytest.warns(CompletenessWarning, match=r"miss the completeness check on 2 layer\(s\): layer 0: sum IG .* vs F\(a\) - F\(0\)"):
         res = attribute("ig", lm, short, target="option_prob", steps=16)
     for total, delta in res.meta["completeness"].values():
         assert abs(total) < 0.05 * abs(delta)  # the flat path: IG finds almost nothing of the jump

@@ -6,9 +6,9 @@ from . import gradients as _gradients  # noqa: F401  (registers neurgrad, grad, 
 from . import ig as _ig  # noqa: F401  (registers ig, ig_positions)
 from .base import SCORERS, NeuronScores, attribute, register
 from .gradients import answer_position_grads, neurgrad_options
-from .ig import alphas, integrated_gradients
+from .ig import CompletenessWarning, alphas, check_completeness, integrated_gradients
 
 __all__ = [
-    "SCORERS", "NeuronScores", "alphas", "answer_position_grads", "attribute",
-    "integrated_gradients", "neurgrad_options", "register",
+    "SCORERS", "CompletenessWarning", "NeuronScores", "alphas", "answer_position_grads", "attribute",
+    "check_completeness", "integrated_gradients", "neurgrad_options", "register",
 ]
