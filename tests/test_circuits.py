@@ -108,3 +108,7 @@ def test_circuit_keeps_nodes_by_score(lm, fact):
     assert set(t.nodes) == {n for n, s in scores.items() if s >= 0.05}
     with pytest.raises(ValueError, match="ablation"):
         knowledge_circuit(lm, fact, ablation="resample")
+    every = c.all_nodes  # layer by layer, heads then the MLP, whatever the head count
+    assert len(every) == len(set(every)) == c.n_nodes == N_LAYERS * (N_HEADS + 1)
+    assert every[:N_HEADS + 1] == [Node(0, h) for h in range(N_HEADS)] + [Node(0)]
+    assert set(scores) == set(every)

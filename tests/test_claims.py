@@ -122,3 +122,9 @@ def test_read_claims_reports_a_bad_file(tmp_path):
                                  "verdict": "maybe", "note": ""}]))
     with pytest.raises(ClaimError, match="claims.json: NL-01: verdict"):
         read_claims(path)
+
+
+def test_verdict_reads_the_comparison():
+    from neuronloc.claims import verdict
+    assert verdict(True) == "replicated" and verdict(False) == "not replicated"
+    assert verdict(0.3 > 0.5) == "not replicated"

@@ -7,6 +7,7 @@ sources that `make test` runs under nbval at SCALE="smoke" (README, Development)
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 import tomllib
@@ -129,3 +130,17 @@ def test_notebook_is_committed_with_smoke_outputs(path):
     )
     injected = [c for c in code if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
     assert not injected, f"{path.name}: the source notebook must not carry papermill's injected-parameters cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_cells_define_no_functions_or_classes(path):
+    """README, "Keep notebooks thin": code cells call the library (loops over methods, scoring
+    math and data munging live in lib/, under tests, e.g. `neuronloc.experiments`)."""
+    found = []
+    for i, cell in enumerate(_cells(path)):
+        if cell["cell_type"] != "code":
+            continue
+        source = "\n".join(l for l in _source(cell).splitlines() if not l.lstrip().startswith(("%", "!")))
+        found += [f"cell {i}: {node.name}" for node in ast.walk(ast.parse(source))
+                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    assert not found, f"{path.name} defines in its cells (move them into lib/): {', '.join(found)}"

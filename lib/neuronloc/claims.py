@@ -93,6 +93,11 @@ def na(id: str, reason: str, ours: float | None = None, unit: str = "") -> Claim
     return Claim(id, entry["claim"], entry["paper_value"], ours, unit, "n/a", note=reason)
 
 
+def verdict(holds: bool) -> str:
+    """A claim's verdict from its comparison: "replicated" if it holds, else "not replicated"."""
+    return "replicated" if holds else "not replicated"
+
+
 def write_claims(path: str | os.PathLike, claims: list[Claim]) -> Path:
     """Write `claims` as claims.json at `path` (atomically). Every id must be in the registry,
     and no id twice. Figure paths are stored relative to the claims.json folder."""

@@ -327,9 +327,7 @@ def sweep_ratios(lm: LM, questions: Sequence[MCQuestion], good_ranked, bad_ranke
         base, *results = [evaluate_options(lm, questions, c, site, positions) for c in conditions]
     rows = [dict(ratio=ratio, n_good=len(good), n_bad=len(bad), acc=result.acc, com=result.com)
             for ratio, (good, bad), result in zip(ratios, splits, results)]
-    sign = 1 if mode == "enhance" else -1
-    best = max(rows, key=lambda r: (sign * r["acc"], sign * r["com"], -r["ratio"]))
-    return {"base": {"acc": base.acc, "com": base.com}, "rows": rows, "best": best}
+    return {"base": {"acc": base.acc, "com": base.com}, "rows": rows, "best": rows[best_ratio(base, results, mode)]}
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,12 @@ class Circuit:
         """Nodes of the whole model."""
         return self.heads.numel() + self.mlps.numel()
 
+    @property
+    def all_nodes(self) -> list[Node]:
+        """Every node of the model, layer by layer: its heads in order, then its MLP."""
+        n_layers, n_heads = self.heads.shape
+        return [Node(l, h) for l in range(n_layers) for h in (*range(n_heads), None)]
+
     def top(self, k: int) -> list[Node]:
         """The k nodes of largest |score| (ties by node order): `knowledge_circuit(top_k=k)`'s
         nodes, from this circuit's scores without recomputing them."""
