@@ -91,6 +91,19 @@ def prob_under_hooks(lm: LM, fact, handles: list) -> float:
     return float(logits.double().softmax(-1)[fact.target])
 
 
+def scaled_prob(lm: LM, fact, neurons: dict, factor: float) -> float:
+    """P(fact.target) with the neurons {layer: [index]} of the down-projection input scaled
+    by `factor` at the last position, by plain torch hooks (`prob_under_hooks`)."""
+    handles = []
+    for layer, idx in neurons.items():
+        def pre(mod, args, idx=idx):
+            x = args[0].clone()
+            x[:, -1, idx] = x[:, -1, idx] * factor
+            return (x,)
+        handles.append(lm.model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(pre))
+    return prob_under_hooks(lm, fact, handles)
+
+
 def float64_twin(lm: LM) -> LM:
     """The same model in float64: the ground truth float32 paths are compared to (their
     differences from each other are float32 rounding of either, not an error of one)."""

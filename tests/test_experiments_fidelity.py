@@ -18,7 +18,7 @@ from neuronloc.experiments.fidelity import (activation_test, double_zero_table, 
 from neuronloc.localization import Circuit, Fact, Node
 from neuronloc.localization.validation import Localized
 
-from conftest import prob_under_hooks, tiny_llama
+from conftest import scaled_prob, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +94,8 @@ def test_fidelity_summary_and_claim():
 
 
 def _hand_prob(lm, fact, ids, factor):
-    """P(target) with flat neurons `ids` (layer x 48 + index) of the down-projection input
-    scaled by `factor` at the last position, by plain torch hooks."""
-    handles = []
-    for layer in range(3):
-        idx = [i % 48 for i in ids if i // 48 == layer]
-        def pre(mod, args, idx=idx):
-            x = args[0].clone()
-            x[:, -1, idx] = x[:, -1, idx] * factor
-            return (x,)
-        handles.append(lm.model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(pre))
-    return prob_under_hooks(lm, fact, handles)
+    """`scaled_prob` of flat neuron ids (layer x 48 + index of the tiny model)."""
+    return scaled_prob(lm, fact, {layer: [i % 48 for i in ids if i // 48 == layer] for layer in range(3)}, factor)
 
 
 def test_activation_test_matches_plain_hooks_and_a_replayed_draw(lm):

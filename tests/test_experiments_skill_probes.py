@@ -53,7 +53,8 @@ def test_shots_put_one_demonstration_per_option_before_each_question():
 
 def test_probe_options_and_correct_on_hand_made_features():
     opts = probe_options((1, 2), seed=3)
-    assert opts == {"tree": {"seed": 3}, "magn": {"sizes": (1, 2)}, "polar": {"sizes": (1, 2)}, "act": {"sizes": (1, 2)}}
+    assert opts == {"rand": {"seed": 3}, "tree": {"seed": 3}, "magn": {"sizes": (1, 2)}, "polar": {"sizes": (1, 2)},
+                    "act": {"sizes": (1, 2)}}
 
     def data(answers, probs, carrier=None):
         """Noise NEGs; neuron 0 holds its largest NEG on option `carrier` (default: the answer)."""
@@ -75,6 +76,10 @@ def test_probe_options_and_correct_on_hand_made_features():
     # Magn-Probe: neuron 0 ranks first on train (+1: highest NEG = answer); it votes for its carrier
     assert correct(features, "magn", opts).tolist() == [1, 1, 0, 1, 0, 1]
     assert correct(features, "lm_prob", opts, setting="few-shot").tolist() == [1, 0]
+    # Rand: the seed's draw per task, replayed by hand
+    draw = lambda n: torch.randint(2, (n,), generator=torch.Generator().manual_seed(3))
+    hand = torch.cat([(draw(4) == test_a.answers), (draw(2) == test_b.answers)]).double().tolist()
+    assert correct(features, "rand", opts).tolist() == hand
 
 
 def test_paired_bootstrap_of_two_probes_is_mean_ci_of_the_differences():

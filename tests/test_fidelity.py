@@ -15,7 +15,7 @@ from neuronloc.hooks import excite, silence
 from neuronloc.localization import Fact, Node, make_fact, node_parameters, parameter_share
 from neuronloc.localization.validation import answer_logprob, answer_prob, kn_neurons, layer_sweep
 
-from conftest import prob_under_hooks, tiny_llama
+from conftest import scaled_prob, tiny_llama
 
 TEXTS = [f"the quick brown fox {i} jumps over the lazy dog" for i in range(40)]
 
@@ -75,24 +75,12 @@ def test_kn_neurons_threshold_of_the_max():
     assert kn_neurons(-scores.abs(), 0.2).numel() == 0  # max <= 0: nothing located
 
 
-def _hand_prob(lm, fact, neurons: dict, factor: float) -> float:
-    """P(target) with neurons of the down-projection input scaled by factor at the last position."""
-    handles = []
-    for layer, idx in neurons.items():
-        def pre(mod, args, idx=idx):
-            x = args[0].clone()
-            x[:, -1, idx] = x[:, -1, idx] * factor
-            return (x,)
-        handles.append(lm.model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(pre))
-    return prob_under_hooks(lm, fact, handles)
-
-
 def test_answer_prob_under_doubling_and_zeroing_matches_plain_hooks(lm):
     fact = Fact(torch.tensor([1, 5, 9, 13, 7, 22]), range(1, 3), torch.tensor([40, 41]))
     neurons = {0: [3, 17], 2: [0, 5, 47]}
-    assert answer_prob(lm, fact) == pytest.approx(_hand_prob(lm, fact, {}, 1.0), rel=1e-12)
-    assert answer_prob(lm, fact, excite(neurons)) == pytest.approx(_hand_prob(lm, fact, neurons, 2.0), rel=1e-12)
-    assert answer_prob(lm, fact, silence(neurons)) == pytest.approx(_hand_prob(lm, fact, neurons, 0.0), rel=1e-12)
+    assert answer_prob(lm, fact) == pytest.approx(scaled_prob(lm, fact, {}, 1.0), rel=1e-12)
+    assert answer_prob(lm, fact, excite(neurons)) == pytest.approx(scaled_prob(lm, fact, neurons, 2.0), rel=1e-12)
+    assert answer_prob(lm, fact, silence(neurons)) == pytest.approx(scaled_prob(lm, fact, neurons, 0.0), rel=1e-12)
     assert answer_prob(lm, fact, excite(neurons)) != pytest.approx(answer_prob(lm, fact), rel=1e-6)
 
 

@@ -61,8 +61,9 @@ def shots(questions: Sequence[MCQuestion], demos: Sequence[MCQuestion], seed: in
 
 def probe_options(sizes: Sequence[int], seed: int = 0) -> dict[str, dict]:
     """Constructor kwargs per probe name (`probes.PROBES`): the vote probes choose their neuron
-    count from `sizes` on valid; Tree-Probe's forest is seeded; Rand and LM-Prob take none."""
-    return {"tree": {"seed": seed}, "magn": {"sizes": sizes}, "polar": {"sizes": sizes}, "act": {"sizes": sizes}}
+    count from `sizes` on valid; Rand's draws and Tree-Probe's forest are seeded; LM-Prob takes none."""
+    return {"rand": {"seed": seed}, "tree": {"seed": seed}, "magn": {"sizes": sizes}, "polar": {"sizes": sizes},
+            "act": {"sizes": sizes}}
 
 
 def correct(features: Features, probe: str, options: Mapping[str, dict], setting: str = "zero-shot") -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 
 from ..attribution.aggregate import kn_select, sigma_mask
 from ..engine import Query, make_query
-from ..metrics import iou, neuron_fraction, overlap
+from ..metrics import iou, neuron_fraction, overlap, random_overlap
 
 Selection = Callable[[torch.Tensor], torch.Tensor]  # [example, layer, neuron] scores -> bool [layer, neuron]
 
@@ -52,10 +52,11 @@ def select_kn(threshold: float = 0.2, share: float = 0.5) -> Selection:
 
 def chance_overlap(n_a: int, n_b: int, n: int) -> float:
     """Expected Eq. 9 overlap of two independent uniformly random sets of n_a and n_b of n
-    neurons: E|a n b| = n_a n_b / n, so the overlap is (n_a + n_b) / (2 n)."""
+    neurons (`metrics.random_overlap`: (n_a + n_b) / (2 n)); nan where a set is empty (a
+    half whose mask holds no neuron), where random_overlap refuses."""
     if not (0 < n_a <= n and 0 < n_b <= n):
         return float("nan")
-    return (n_a + n_b) / (2 * n)
+    return random_overlap(n_a, n_b, n)
 
 
 def split_halves(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
