@@ -1,6 +1,8 @@
-"""Seconds and peak memory per question on a randomly initialised 7B-shaped LLaMA (issue:
-the path to 7B): IG m = 16 over all 32 layers, fast vs reference path, and NeurGrad, on the
-bench's ~120-token QATT question (letter read-out, option_prob), bf16 on CUDA.
+"""Seconds and peak memory per question on a randomly initialised 7B-shaped LLaMA in bf16.
+
+IG m = 16 over all 32 layers, fast vs reference path, and NeurGrad, on the bench's ~120-token
+QATT question (letter read-out, option_prob), on CUDA: the measurement the README's 7B
+memory estimate (from the batch-size rule) waits for.
 
 Random weights give the real model's cost (the same shapes and the same work), not its
 scores. The shape is LLaMA-2-7B's (4096 wide, 11008 FFN, 32 layers x 32 heads) but for the
