@@ -396,6 +396,33 @@ def test_ig_fast_restart_equals_reference_for_every_decoder_family(family):
         assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4, (family, restart)
 
 
+SHAPES = {"single-token options": (1, 1, 1, 1), "multi-token options": (2, 3, 1, 2), "free-form answer": (3,)}
+SHAPE_TARGETS = [(shape, target) for shape in SHAPES
+                 for target in (("answer_logprob",) if shape == "free-form answer" else ("option_prob", "answer_prob", "prob_margin"))]
+
+
+@pytest.mark.parametrize("shape, target", SHAPE_TARGETS)
+@pytest.mark.parametrize("family", [f for f in __import__("neuronloc.sites", fromlist=["FAMILIES"]).FAMILIES if f != "bert"])
+def test_ig_fast_equals_reference_for_every_family_target_and_question_shape(family, shape, target):
+    """Issue 20 item 1: the fast path (cached prefix, restarted rows, per-option rows or a
+    tree) equals the reference path for every decoder family, target and question shape.
+    Multi-token options broke GPT-2, GPT-J, GPT-NeoX and Gemma 2/3: their masks were built
+    for the input batch, not for the rows restarted inside the model (`broadcast_masks`)."""
+    from test_sites import build
+    from conftest import CharTokenizer
+    from neuronloc.models import from_module
+    torch.manual_seed(0)
+    lm = from_module(build(family), CharTokenizer(), name=family)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, 64, (12,), generator=g)
+    options = tuple(torch.randint(2, 64, (k,), generator=g) for k in SHAPES[shape])
+    query = Query(ids, options, answer=0 if len(options) == 1 else 1, readout="cloze")
+    ref = integrated_gradients(lm, query, target, steps=3, path="reference")
+    for restart in (True, False):
+        fast = integrated_gradients(lm, query, target, steps=3, path="fast", batch_size=4, restart=restart)
+        assert ((fast - ref).abs().max() / ref.abs().max()).item() <= 1e-4, (family, shape, target, restart)
+
+
 def test_auto_batch_size_follows_the_memory_budget(lm, monkeypatch):
     """Rows per batch = budget / (4 x layers x kv heads x context x head dim x bytes), capped."""
     from neuronloc.engine import auto_batch_size
@@ -500,6 +527,11 @@ def test_completeness_warning_on_a_flat_path(family):
     with w.catch_warnings():
         w.simplefilter("error")  # the same setting again: no second warning
         attribute("ig", lm, short, target="option_prob", steps=16)
+    with pytest.warns(CompletenessWarning, match=r"raise steps \(or use rule 'linspace'"):
+        attribute("ig", lm, short, target="option_prob", steps=17)  # rule "right": linspace is advice
+    with pytest.warns(CompletenessWarning) as caught:
+        attribute("ig", lm, short, target="option_prob", steps=16, rule="linspace")
+    assert "raise steps;" in str(caught[0].message) and "use rule" not in str(caught[0].message)  # issue 20 item 6
 
 
 @pytest.mark.model

@@ -13,8 +13,11 @@ import pytest
 import torch
 from scipy import stats
 
-from neuronloc.experiments.fidelity import (activation_test, double_zero_table, fidelity_claim, fidelity_sets,
-                                            fidelity_summary, fidelity_table, node_ids)
+from neuronloc import metrics
+from neuronloc.claims import decide, rule_of
+from neuronloc.experiments.fidelity import (SIZED, activation_test, claims, claims_table, double_zero_table, edit_layers,
+                                            fact_overlaps, fidelity_sets, fidelity_summary, fidelity_table, node_ids,
+                                            sized_circuit, traced_vs_other)
 from neuronloc.localization import Circuit, Fact, Node
 from neuronloc.localization.validation import Localized
 
@@ -84,13 +87,6 @@ def test_fidelity_summary_and_claim():
     lo, hi = table.set_index(["method", "comparison"]).loc[("KN", "paraphrases of one fact"), ["lo", "hi"]]
     assert summary.loc["KN", "95% CI"] == f"{float(f'{lo:.2g}')}-{float(f'{hi:.2g}')}"
 
-    kn = fidelity_claim("CN-03", "KN", "37.3 %", table, n_paraphrases=3, n_facts=3)
-    assert kn.ours == pytest.approx(100 * np.mean(PER_FACT)) and kn.verdict == "not replicated"  # 54 % overlap
-    assert "3 paraphrases" in kn.claim and kn.note.startswith(f"different facts overlap {float(f'{100 * DIFFERENT:.2g}')} %; 3 PARAREL")
-    assert "sparse" not in kn.note
-    kc = fidelity_claim("CN-05", "knowledge circuit", "7.2 %", table, 3, 2, figure="f.png", sparse=2)
-    assert kc.ours == pytest.approx(100 * (0 + 0.75) / 2) and kc.verdict == "replicated" and kc.figure == "f.png"
-    assert kc.note.endswith("; sparse top-2 circuits overlap 50.0 %")  # (0 + 1) / 2: 0.5 is not < 0.5
 
 
 def _hand_prob(lm, fact, ids, factor):
@@ -133,3 +129,91 @@ def test_double_zero_table_by_hand():
                          random_state=1).confidence_interval
     assert d.loc["double located", "rises 95% CI"] == f"{float(f'{ci.low:.2g}')}-{float(f'{ci.high:.2g}')}"
     assert d.loc["double random", "rises 95% CI"] == "nan-nan"
+
+
+# ---------------------------------------------------------------- the paper-sized circuit, ROME layers, claims
+
+def test_sized_circuit_keeps_nodes_by_score_within_the_parameter_budget():
+    heads, mlps = torch.zeros(3, 2), torch.zeros(3)  # 3 layers x 2 heads; heads 10 parameters, MLPs 40
+    heads[0, 1], mlps[1], heads[2, 0], mlps[2], heads[1, 1] = 0.9, 0.8, 0.7, 0.6, 0.5
+    c = Circuit(None, heads, mlps, [], 1.0)
+    # budget 0.5 x 120 = 60: head 0.1 (10), MLP 1 (50), head 2.0 would make 60 (kept), MLP 2 overflows (skipped),
+    # head 1.1 overflows (70) -> skipped; every zero-score node overflows too
+    assert sized_circuit(c, [10, 10, 10], [40, 40, 40], 120, share=0.5) == [Node(0, 1), Node(1), Node(2, 0)]
+    assert sized_circuit(c, [10, 10, 10], [40, 40, 40], 120, share=0.05) == []  # no node fits 6 parameters
+
+
+def test_fidelity_sets_with_the_sized_circuit(lm):
+    heads, mlps = torch.zeros(3, 4), torch.zeros(3)
+    heads[1, 2] = 0.9
+    c = Circuit(None, heads, mlps, [Node(0, 0)], 0.5)
+    located = [[_loc([5], [0], c), _loc([6], [1], c)]]
+    sets = fidelity_sets(located, lm.site(), sparse=1, sized=lambda circuit: circuit.top(1))
+    assert sets[SIZED] == ([[[7], [7]]], 15)
+
+
+def test_fact_overlaps_are_the_per_fact_values_of_the_table():
+    per = fact_overlaps({"m": (FACTS, 10), "n": ([[[3], [3]], [[4], [5]], [[], []]], 10)})
+    assert per["m"].tolist() == pytest.approx(PER_FACT)
+    assert per["n"].tolist()[:2] == [1.0, 0.0] and math.isnan(per["n"].iloc[2])
+
+
+def test_edit_layers_exclude_the_last_layer_and_space_the_rest():
+    layers, excluded = edit_layers(30, 6)
+    assert layers == [0, 6, 11, 17, 22, 28] and list(excluded) == [29]
+    assert edit_layers(4, None) == ([0, 1, 2], {3: excluded[29]})
+    assert edit_layers(4, None, subject_is_last=True)[0] == [0, 1, 2, 3]
+
+
+def test_traced_vs_other_by_hand():
+    per_layer = pd.DataFrame([{"fact": 0, "layer": l, "prompt kind": "edited wording", "success": s}
+                              for l, s in ((0, 1.0), (5, 0.0), (10, 0.5))])
+    t = traced_vs_other(per_layer, {0: 4}, [0, 5, 10])  # traced layer 4 -> nearest edited layer 5
+    assert t.iloc[0][["traced layer", "other layers"]].tolist() == [0.0, 0.75]
+
+
+def _claims_inputs(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    overlaps = pd.DataFrame({"KN": rng.uniform(0.1, 0.3, n), "causal tracing": rng.uniform(0.6, 0.9, n),
+                             SIZED: rng.uniform(0.0, 1.0, n)})
+    p = np.full(n, 0.5)
+    kn = pd.DataFrame({"p": p, "double located": p + 0.1, "double random": np.where(np.arange(n) % 2, p + 0.1, p - 0.1),
+                       "zero located": p - 0.1, "zero random": p - 0.1})
+    rome = pd.DataFrame({"traced layer": np.ones(n), "other layers": np.zeros(n)})
+    recall = pd.DataFrame({"top-1": np.arange(n) < 3})
+    return overlaps, kn, rome, recall
+
+
+def test_claims_rows_intervals_and_verdicts_by_hand():
+    overlaps, kn, rome, recall = _claims_inputs()
+    rows = {c.id: c for c in claims(overlaps, kn, rome, recall, n_resamples=500, seed=1, notes={"CN-03": "x"})}
+    assert list(rows) == [f"CN-0{i}" for i in range(2, 10)]
+    # CN-03: KN overlaps 10-30 % -> replicated (< 50 %), interval = unit_mean_ci over facts
+    v, lo, hi = metrics.unit_mean_ci(100 * overlaps["KN"].to_numpy(), n_resamples=500, seed=1)
+    assert (rows["CN-03"].estimate, *rows["CN-03"].ci) == pytest.approx((v, lo, hi))
+    assert rows["CN-03"].verdict == "replicated" and rows["CN-03"].n == 12 and rows["CN-03"].n_of == "facts"
+    assert rows["CN-03"].note == "x"
+    # CN-04: causal tracing 60-90 % -> contradicted (lo > 50 - 8.65)
+    assert rows["CN-04"].verdict == "contradicted"
+    # CN-02 is the largest of the three means (causal tracing's), decided as 'less 50'
+    assert rows["CN-02"].estimate == pytest.approx(100 * overlaps["causal tracing"].mean())
+    assert rows["CN-02"].verdict == "contradicted"
+    # CN-06: located always rises, random half the time: 50 pp, zero-width? no: paired bootstrap over facts
+    assert rows["CN-06"].estimate == pytest.approx(50.0) and rows["CN-06"].verdict == "contradicted"
+    # CN-07: both always fall: difference 0 in every resample -> an interval of zero width at 0 < 5 -> replicated
+    assert rows["CN-07"].ci == [0.0, 0.0] and rows["CN-07"].verdict == "replicated"
+    # CN-08: traced always succeeds, others never: 100 pp -> contradicted
+    assert rows["CN-08"].estimate == 100.0 and rows["CN-08"].verdict == "contradicted"
+    # CN-09: 3 of 12 recalled = 25 %
+    assert rows["CN-09"].estimate == pytest.approx(25.0)
+    assert rows["CN-09"].verdict == decide(rule_of("CN-09"), rows["CN-09"].as_estimate())
+    table = claims_table(list(rows.values()))
+    assert table.loc["CN-07", "95% CI"] == "[0.0, 0.0]" and table.loc["CN-09", "n"] == "12 facts"
+
+
+def test_claims_inconclusive_when_the_interval_straddles_the_threshold():
+    overlaps, kn, rome, recall = _claims_inputs(n=4)
+    overlaps[SIZED] = [0.0, 1.0, 0.0, 1.0]  # mean 50 %, interval wide on both sides of 50
+    rows = {c.id: c for c in claims(overlaps, kn, rome, recall, n_resamples=500, seed=0)}
+    assert rows["CN-05"].ci[0] < 50 < rows["CN-05"].ci[1] and rows["CN-05"].verdict == "inconclusive"
+    assert "underpowered" in rows["CN-05"].flags  # half-width > the paper's 42.8 pp effect

@@ -145,3 +145,109 @@ def test_binomial_tests_against_hand_summed_tails():
     both = pooled_test(results, features, "magn", setting=None)
     assert (both.hits, both.total) == (12, 20) and both.chance == pytest.approx(0.4)
     assert both.p == pytest.approx(_tail(12, 20, 0.4))
+
+
+# ---------------------------------------------------------------- claims (NG-15 ... NG-29, NG-34)
+
+def _composition(n_tasks=22, off=()):
+    genres = ["fact", "linguistic", "classification", "nli", "self-reflection", "multilingual"]
+    rows = [{"task": f"t{i}", "genre": genres[i % 6], "train": 6000, "valid": 1000, "test": 1000,
+             "options": 4, "largest answer share": 0.26} for i in range(n_tasks - 1)]
+    rows.append({"task": "stereoset", "genre": "self-reflection", "train": 3171, "valid": 529, "test": 529,
+                 "options": 3, "largest answer share": 0.36})
+    for r in rows:
+        if r["task"] in off:
+            r["test"] = 999
+    return rows
+
+
+def _claims_res(n=40, seed=0):
+    """Hand-made results of one factual competent task: Magn right on 3 of 4 questions, LM-Prob on 1 of 2,
+    Tree on every one, Act on 1 of 4; baseline 0.25."""
+    rng = np.random.default_rng(seed)
+    magn = (np.arange(n) % 4 != 0).astype(float)
+    lm = (np.arange(n) % 2 == 0).astype(float)
+    correct = {"rand": (rng.random(n) < 0.25).astype(float), "lm_prob": lm, "polar": magn.copy(), "magn": magn,
+               "tree": np.ones(n), "act": (np.arange(n) % 4 == 1).astype(float)}
+    return {"tasks": ["myriadlama"], "readout": "cloze", "task": np.array(["myriadlama"] * n), "correct": correct,
+            "baseline": 0.25, "letter": np.zeros(n), "leak": None, "few": None, "few_baseline": None,
+            "zero_abs": np.full(10, 1.0), "few_abs": np.linspace(2.0, 4.0, 10),
+            "paws": {"opposite": np.array([9.0, 1.0, 5.0]), "moving": np.array([10.0, 10.0, 10.0]), "r": 0.5},
+            "train_curve": {1: np.zeros(n), 128: magn, 200: magn}, "at_k": magn, "at_max": lm, "k": "16", "k_max": 8192,
+            "last_windows": np.full(n, 0.3), "optimal_sizes": {"myriadlama": 16}, "optimal_depths": {"myriadlama": 4},
+            "composition": _composition()}
+
+
+def test_claims_rows_verdicts_and_intervals_over_questions():
+    from neuronloc.claims import decide
+    from neuronloc.experiments.skill_probes import claims
+
+    cfg = type("Cfg", (), {"window": 64})()
+    res = _claims_res()
+    rows = {c.id: c for c in claims(res, cfg, n_resamples=400, seed=2)}
+    assert sorted(rows) == [f"NG-{i}" for i in (*range(15, 30), 34)]
+    for c in rows.values():
+        assert c.verdict == "n/a" or c.verdict == decide(c.rule, c.as_estimate())
+    # NG-16: Magn - LM-Prob paired over the 40 questions, by hand, and the interval of the per-question differences
+    d = res["correct"]["magn"] - res["correct"]["lm_prob"]
+    _, lo, hi = metrics.unit_mean_ci(d, n_resamples=400, seed=2)
+    assert rows["NG-16"].estimate == pytest.approx(0.25) and rows["NG-16"].ci == pytest.approx([lo, hi], abs=1e-12)
+    assert (rows["NG-16"].n, rows["NG-16"].n_of) == (40, "questions")
+    assert rows["NG-16"].verdict == ("replicated" if lo > 0 else "inconclusive")
+    # NG-15: LM-Prob 0.5 against the baseline 0.25
+    assert rows["NG-15"].estimate == pytest.approx(0.25)
+    # NG-17: Tree (1.0) - Magn (0.75) -> 0.25; NG-18: min(0.25, 0.25, 0.25)
+    assert rows["NG-17"].estimate == pytest.approx(0.25) and rows["NG-18"].estimate == pytest.approx(0.25)
+    # NG-20: ratio of the means 3.0 / 1.0; NG-21: (9 + 1 + 5) / 30 = 0.5 < 0.9 - sesoi -> contradicted
+    assert rows["NG-20"].estimate == pytest.approx(3.0) and rows["NG-20"].verdict == "replicated"
+    assert rows["NG-21"].estimate == pytest.approx(0.5) and rows["NG-21"].verdict == "contradicted"
+    # NG-23: Magn - Act = 0.75 - 0.25 on the factual task
+    assert rows["NG-23"].estimate == pytest.approx(0.5)
+    # NG-25: gain 1 -> 128 (0.75) minus gain 128 -> 200 (0) = 0.75
+    assert rows["NG-25"].estimate == pytest.approx(0.75) and rows["NG-25"].verdict == "replicated"
+    # NG-28: windows at 0.3 on every question against 0.25: zero-width interval at 0.05
+    assert rows["NG-28"].estimate == pytest.approx(0.05) and rows["NG-28"].ci == pytest.approx([0.05, 0.05])
+    # n/a rows: one (factual) task cannot compare factual with non-factual; few-shot not run; 5 LLMs; PAWS robustness
+    for id in ("NG-19", "NG-22", "NG-24", "NG-27", "NG-29"):
+        assert rows[id].verdict == "n/a" and rows[id].note
+    # NG-34: 22 tasks at the paper's sizes (Stereoset 529) -> replicated
+    assert rows["NG-34"].estimate == 22 and rows["NG-34"].verdict == "replicated"
+
+
+def test_claims_contradicted_and_measured_factual_against_other_tasks():
+    from neuronloc.experiments.skill_probes import claims
+
+    cfg = type("Cfg", (), {"window": 64})()
+    res = _claims_res()
+    res["correct"]["lm_prob"] = np.zeros(40)  # LM-Prob never right: 0 - 0.25, zero width -> contradicted
+    res["tasks"], res["task"] = ["myriadlama", "agnews"], np.array(["myriadlama"] * 20 + ["agnews"] * 20)
+    res["optimal_sizes"] = {"myriadlama": 4096, "agnews": 16}
+    res["optimal_depths"] = {"myriadlama": 4, "agnews": 64}
+    res["composition"] = _composition(off=("t3",))
+    rows = {c.id: c for c in claims(res, cfg, n_resamples=200)}
+    assert rows["NG-15"].estimate == pytest.approx(-0.25) and rows["NG-15"].verdict == "contradicted"
+    assert rows["NG-24"].estimate == pytest.approx(12 - 4) and rows["NG-24"].verdict == "inconclusive"  # no interval
+    assert "no interval" in rows["NG-24"].flags
+    assert rows["NG-29"].estimate == pytest.approx(2 - 6)
+    assert rows["NG-23"].n == 20  # Magn - Act on the factual task's questions only
+    assert rows["NG-34"].estimate == 21 and rows["NG-34"].verdict == "contradicted"
+
+
+def test_window_hits_and_baseline_by_hand():
+    from neuronloc.experiments.skill_probes import baseline, window_hits
+    from neuronloc.probes import MagnProbe
+
+    # 4 neurons, 2 options; neurons 0, 1 carry the answer, neurons 2, 3 always favour option 0
+    answers = torch.tensor([0, 1, 1, 0])
+    gold = torch.nn.functional.one_hot(answers, 2).bool()
+    first = torch.tensor([[1.0, -1.0]] * 4)
+    negs = torch.stack([torch.where(gold, 1.0, -1.0) if i < 2 else first for i in range(4)], -1)
+    data = ProbeData(negs, torch.zeros(4, 4), answers)
+    magn = MagnProbe(k=1).fit(data)
+    magn.ranking = torch.tensor([0, 1, 2, 3])  # the last 50 % of the width-1 windows: neurons 2 and 3, answering 0
+    assert window_hits(magn, data, width=1, last=0.5).tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert window_hits(magn, data, width=2, last=0.5).tolist() == [1.0, 0.0, 0.0, 1.0]
+    magn.ranking = torch.tensor([2, 3, 0, 1])
+    assert window_hits(magn, data, width=1, last=0.5).tolist() == [1.0] * 4
+    qs = [MCQuestion(stem="s", options=("pos", "neg", "neu"), answer=a) for a in (0, 0, 0, 1)]
+    assert baseline(qs) == 0.75  # "pos" always beats 1/3

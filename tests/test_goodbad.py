@@ -85,7 +85,7 @@ def test_pick_readout_rule():
     def c(r, correct, n=100):
         from scipy.stats import binomtest
         p = binomtest(correct, n, 0.25, alternative="greater").pvalue
-        return Competence(r, n, correct, 0.25, p, (0.0, 1.0))
+        return Competence(r, n, correct, 0.25, p, (0.0, 1.0), 0.25)
     assert pick_readout({"letter": c("letter", 20), "cloze": c("cloze", 40), "pmi": c("pmi", 44)}) == "pmi"
     assert pick_readout({"letter": c("letter", 36), "cloze": c("cloze", 44)}) == "letter"
     assert pick_readout({"letter": c("letter", 25), "cloze": c("cloze", 33)}) is None  # p = 0.05 > 0.025
@@ -143,7 +143,7 @@ def test_competence_json_round_trip_and_coverage(tmp_path):
 
     def c(r, correct, n=100):
         p = binomtest(correct, n, 0.25, alternative="greater").pvalue
-        return Competence(r, n, correct, 0.25, p, (0.1, 0.4))
+        return Competence(r, n, correct, 0.25, p, (0.1, 0.4), 0.25)
     stored = {"t1": {"letter": c("letter", 20), "cloze": c("cloze", 40)}, "t2": {"letter": c("letter", 30)}}
     path = tmp_path / "competence.json"
     write_competence(path, "m", 100, 0, stored)

@@ -250,3 +250,48 @@ def test_neuron_parameters_need_an_ffn_site():
     lm = tiny_llama()
     with pytest.raises(ValueError, match="use site ffn.mid or ffn.up, not 'attn.out'"):
         neuron_parameters(lm.model, lm.site("attn.out"), 0)
+
+
+# ---------------------------------------------------------------- competence against the best trivial answer
+
+def _sentiment(golds):
+    from neuronloc.tasks import fixed_options
+    opts = ("positive", "negative", "neutral", "not sure")
+    return [fixed_options(f"review {i}", g, opts, uid=str(i)) for i, g in enumerate(golds)]
+
+
+def test_competence_is_tested_against_the_best_constant_answer():
+    from neuronloc.interventions import competence_of, trivial_accuracy
+    golds = ["positive"] * 47 + ["negative"] * 40 + ["neutral"] * 13  # issue 19: 47 % positive
+    questions = _sentiment(golds)
+    assert trivial_accuracy(questions) == pytest.approx(0.47)
+    always_positive = [g == "positive" for g in golds]
+    c = competence_of("cloze", questions, always_positive)
+    assert c.acc == pytest.approx(0.47) and c.baseline == pytest.approx(0.47) and c.chance == 0.25
+    assert not c.above_chance()  # 0.47 beats 1/4, not the constant answer
+    c43 = competence_of("cloze", questions, [True] * 43 + [False] * 57)
+    assert not c43.above_chance()  # the 0.43 that counted as competent before
+    c70 = competence_of("cloze", questions, [True] * 70 + [False] * 30)
+    assert c70.above_chance() and c70.p_value == pytest.approx(
+        __import__("scipy").stats.binomtest(70, 100, 0.47, alternative="greater").pvalue)
+
+
+def test_trivial_accuracy_counts_a_constant_position_too():
+    from neuronloc.interventions import trivial_accuracy
+    from neuronloc.tasks import MCQuestion
+    qs = [MCQuestion(f"q{i}", (f"a{i}", f"b{i}", f"c{i}"), answer=0 if i < 6 else 1) for i in range(10)]
+    assert trivial_accuracy(qs) == 0.6  # always "A"; no option text repeats
+
+
+def test_balance_gives_equal_gold_labels():
+    from neuronloc.tasks import TaskError, balance
+    questions = _sentiment(["positive"] * 47 + ["negative"] * 40 + ["neutral"] * 13)
+    even = balance(questions, seed=1)
+    labels = [q.options[q.answer] for q in even]
+    assert len(even) == 39 and {l: labels.count(l) for l in set(labels)} == {"positive": 13, "negative": 13, "neutral": 13}
+    assert [questions.index(q) for q in even] == sorted(questions.index(q) for q in even)  # original order kept
+    assert balance(questions, n=30, seed=1) == balance(questions, n=30, seed=1) and len(balance(questions, n=31)) == 30
+    from neuronloc.interventions import trivial_accuracy
+    assert trivial_accuracy(even) == pytest.approx(1 / 3)
+    with pytest.raises(TaskError, match="at most 39"):
+        balance(questions, n=60)

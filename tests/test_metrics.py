@@ -156,3 +156,81 @@ def test_mean_ci_normal_theory_and_edge_cases():
     assert bca[1] < mean < bca[2]
     assert mean_ci([2.0, 2.0, 2.0])[0] == 2.0 and np.isnan(mean_ci([2.0, 2.0])[1])
     assert np.isnan(mean_ci([5.0])[2]) and np.isnan(mean_ci([np.nan])[0])
+
+
+# ---------------------------------------------------------------- intervals that decide verdicts
+
+def test_bootstrap_ci_of_a_mean_matches_the_normal_interval():
+    from neuronloc.metrics import unit_mean_ci
+    x = np.random.default_rng(1).normal(3.0, 2.0, 400)
+    value, lo, hi = unit_mean_ci(x, n_resamples=4000)
+    half = 1.96 * x.std(ddof=1) / math.sqrt(len(x))  # the textbook interval of a mean
+    assert value == pytest.approx(x.mean())
+    assert lo == pytest.approx(x.mean() - half, abs=0.1 * half) and hi == pytest.approx(x.mean() + half, abs=0.1 * half)
+    assert unit_mean_ci(x, n_resamples=500) == unit_mean_ci(x, n_resamples=500)  # seeded
+
+
+def test_bootstrap_ci_keeps_the_rows_of_one_unit_together():
+    from neuronloc.metrics import unit_mean_ci
+    per_prompt = np.random.default_rng(2).normal(0.0, 1.0, 40)
+    rows, units = np.repeat(per_prompt, 16), np.repeat(np.arange(40), 16)  # 16 neurons of one prompt move together
+    _, lo_u, hi_u = unit_mean_ci(rows, units=units, n_resamples=3000)
+    _, lo_p, hi_p = unit_mean_ci(per_prompt, n_resamples=3000)
+    _, lo_r, hi_r = unit_mean_ci(rows, n_resamples=3000)
+    assert hi_u - lo_u == pytest.approx(hi_p - lo_p, rel=0.15)  # resampling prompts = the per-prompt interval
+    assert (hi_r - lo_r) == pytest.approx((hi_p - lo_p) / 4, rel=0.2)  # rows as units: sqrt(16) too narrow
+
+
+def test_diff_ci_is_paired_and_a_constant_shift_has_zero_width():
+    from neuronloc.metrics import bootstrap_ci, diff_ci
+    a = np.random.default_rng(3).normal(0.0, 5.0, 100)
+    assert diff_ci(a + 1.0, a) == pytest.approx((1.0, 1.0, 1.0))  # every resample differs by exactly 1
+    v, lo, hi = bootstrap_ci(np.mean, np.full(30, 0.6))
+    assert v == lo == hi == pytest.approx(0.6)  # constant answers: an interval of zero width
+    v, lo, hi = bootstrap_ci(np.mean, [1.0])
+    assert v == 1.0 and math.isnan(lo) and math.isnan(hi)  # one unit: no interval
+    with pytest.raises(ValueError, match="same rows"):
+        diff_ci(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="units"):
+        bootstrap_ci(np.mean, np.zeros(4), units=[0, 1])
+
+
+def test_bootstrap_ci_resamples_seeds_as_a_second_level():
+    from neuronloc.metrics import diff_ci
+    q = np.random.default_rng(4).normal(0.0, 1.0, 60)
+    method = q + 2.0
+    one_seed = np.stack([q])
+    offsets = np.array([-1.0, 0.0, 1.0, -0.5, 0.5])[:, None]
+    seeds = q[None, :] + offsets  # random baselines that differ by seed
+    _, lo1, hi1 = diff_ci(method, one_seed)
+    _, lo5, hi5 = diff_ci(method, seeds)
+    assert (lo1, hi1) == pytest.approx((2.0, 2.0))  # paired rows and one seed: no spread left
+    assert hi5 - lo5 > 0.5  # the spread of the seeds enters the interval
+    with pytest.raises(ValueError, match="seeds"):
+        diff_ci(np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+def test_repeated_ratio_interleaves_and_averages(monkeypatch):
+    import time
+    from neuronloc.metrics import repeated_ratio
+    clock, calls = [0.0], []
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    def run(name, seconds):
+        def fn():
+            calls.append(name)
+            clock[0] += seconds.pop(0)
+        return fn
+    a = run("a", [9.0, 3.0, 4.0, 6.0, 2.0, 3.0])  # warm-up first
+    b = run("b", [9.0, 1.0, 1.0, 2.0, 1.0, 1.0])
+    mean, lo, hi, ratios = repeated_ratio(a, b, repetitions=5, warmup=1)
+    assert calls == ["a", "b"] * 6 and ratios == [3.0, 4.0, 3.0, 2.0, 3.0]
+    assert mean == pytest.approx(3.0) and 2.0 <= lo <= 3.0 <= hi <= 4.0
+
+
+def test_collapse_share_and_flag():
+    from neuronloc.metrics import collapse_share, collapsed
+    assert collapse_share(["neg"] * 9 + ["pos"]) == 0.9 and math.isnan(collapse_share([]))
+    assert collapsed(["neg"] * 9 + ["pos"], ["neg", "pos"] * 5)  # 90 % one label where the base answered 50 %
+    assert not collapsed(["neg"] * 8 + ["pos"] * 2, ["neg", "pos"] * 5)
+    assert not collapsed(["neg"] * 10, ["neg"] * 10)  # the unedited model already answered one label

@@ -8,26 +8,36 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuronloc import report
-from neuronloc.claims import Claim, ClaimError, na, registry, write_claims
+from neuronloc import claims, report
+from neuronloc.claims import Claim, ClaimError, Estimate, measured, na, registry, write_claims
+
+
+RULES = {"NL-17": {"kind": "greater", "threshold": 0.0, "sesoi": 22.3, "effect": 44.6, "unit": "RAC %"},
+         "NL-01": {"kind": "greater", "threshold": 0.0, "sesoi": 8.4, "effect": 16.8, "unit": "pp"},
+         "NL-13": {"kind": "greater", "threshold": 0.0, "sesoi": 0.0, "unit": ""},
+         "NG-03": {"kind": "greater", "threshold": 0.5, "sesoi": 0.2, "effect": 0.47, "unit": "share"},
+         "NG-04": {"kind": "within", "bounds": [0.4, 0.6], "sesoi": 0.0, "unit": "share"},
+         "CN-05": {"kind": "greater", "threshold": 0.0, "sesoi": 0.0, "unit": ""}}
 
 
 @pytest.fixture
-def run_dir(tmp_path):
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(claims, "rules", lambda: RULES)
     run = tmp_path / "results" / "tiny-model"
     figures = tmp_path / "figures" / "tiny-model"
     figures.mkdir(parents=True)
     (figures / "01_bad.png").write_bytes(b"png")
     write_claims(run / "01_neuronllm" / "claims.json", [
-        Claim("NL-17", "exciting bad neurons lowers Acc more than random", "44.6/54.5", 3.14159, "RAC %",
-              "replicated", note="cloze read-out", figure=figures / "01_bad.png"),
-        Claim("NL-01", "ACE beats TN", "51.4/66.5", -2.0, "RAC %", "not replicated"),
+        measured("NL-17", Estimate(3.14159, 1.5, 4.75, 120, "questions"), note="cloze read-out",
+                 figure=figures / "01_bad.png"),
+        measured("NL-01", Estimate(-2.0, -30.0, 26.0, 30, "questions")),
         na("NL-13", "needs two sizes of one model family"),
     ])
     write_claims(run / "05_neg" / "claims.json", [
-        Claim("NG-03", "most neurons are linear", ".9659", 0.91, "share", "replicated",
-              figure=figures / "05_missing.png"),
+        measured("NG-03", Estimate(0.31, 0.28, 0.34, 8, "prompts"), figure=figures / "05_missing.png"),
+        measured("NG-04", Estimate(0.5, 0.45, 0.55, 8, "prompts")),
     ])
+    (run / "05_neg" / "protocol.md").write_text("mceval8k/myriadlama, cloze read-out, 8 prompts\n")
     (run / "timings.json").write_text(json.dumps({
         "model": "tiny/model", "scale": "default", "seed": 3,
         "environment": {"python": "3.11", "torch": "2.13.0", "device": "cpu (2 cores)"},
@@ -51,14 +61,19 @@ def test_report_lists_every_claim(run_dir):
     text = path.read_text()
     rows = _rows(text)
     assert list(rows) == [e["id"] for e in registry()]  # all 97, in order
-    assert rows["NL-17"][3] == "3.14 RAC %" and rows["NL-17"][4] == "replicated"
-    assert rows["NL-17"][5] == "[01_bad](../../figures/tiny-model/01_bad.png)"
-    assert "cloze read-out" in rows["NL-17"][6] and "01_neuronllm" in rows["NL-17"][6]
-    assert rows["NL-01"][4] == "not replicated"
-    assert rows["NL-13"][4] == "n/a" and "two sizes" in rows["NL-13"][6]
-    assert rows["NG-03"][5].startswith("missing:")
-    assert rows["CN-01"][4] == report.NOT_RUN and rows["CN-01"][3] == "—"
-    assert "⚠" in rows["CN-16"][6] and "29.61, not 28.95" in text  # the paper's own inconsistency
+    # id | claim | paper value | estimate [CI] | n | rule | verdict | flags | figure | notes
+    assert rows["NL-17"][3] == "3.14 [1.5, 4.75] RAC %" and rows["NL-17"][4] == "120 questions"
+    assert rows["NL-17"][5] == "CI above 0 RAC % (contradicted if below 22.3)" and rows["NL-17"][6] == "replicated"
+    assert rows["NL-17"][8] == "[01_bad](../../figures/tiny-model/01_bad.png)"
+    assert "cloze read-out" in rows["NL-17"][9] and "01_neuronllm" in rows["NL-17"][9]
+    assert rows["NL-01"][6] == "inconclusive" and "underpowered" in rows["NL-01"][7]
+    assert "paper inconsistent" in rows["NL-01"][7]  # CLAIMS.md: NL-01's averages include Fail cells
+    assert rows["NL-13"][6] == "n/a" and "two sizes" in rows["NL-13"][9] and rows["NL-13"][3] == "—"
+    assert rows["NG-03"][6] == "contradicted" and rows["NG-03"][8].startswith("missing:")
+    assert rows["NG-04"][6] == "replicated" and rows["NG-04"][5] == "CI inside [0.4, 0.6] share (contradicted if disjoint)"
+    assert rows["CN-01"][6] == report.NOT_RUN and rows["CN-01"][3] == "—"
+    assert "29.61, not 28.95" in text  # the paper's own inconsistency, listed under the table
+    assert "- **05_neg**: mceval8k/myriadlama, cloze read-out, 8 prompts" in text
 
 
 def test_report_header_and_counts(run_dir):
@@ -67,13 +82,31 @@ def test_report_header_and_counts(run_dir):
     assert re.search(r"commit: `(\w+|unknown.*)`", text)
     assert "wall time: 1 h 02 min (2 notebooks)" in text
     assert "| 01_neuronllm | ok | 1 h 00 min | 3 |" in text
-    # paper | claims | replicated | not replicated | n/a | not run yet
-    assert "| NeuronLLM | 38 | 1 | 1 | 36 | 35 |" in text
-    assert "| NEG | 34 | 1 | 0 | 33 | 33 |" in text
-    assert "| **all** | **97** | **2** | **1** | **94** | **93** |" in text
+    # paper | claims | replicated | contradicted | inconclusive | n/a | not run yet | underpowered
+    assert "| NeuronLLM | 38 | 1 | 0 | 1 | 36 | 35 | 1 |" in text
+    assert "| NEG | 34 | 1 | 1 | 0 | 32 | 32 | 0 |" in text
+    assert "| **all** | **97** | **2** | **1** | **1** | **93** | **92** | **1** |" in text
 
 
-def test_report_without_timings_says_so(tmp_path):
+def test_forest_plots_place_each_claim_against_its_threshold(run_dir, tmp_path):
+    from neuronloc import plots
+    found = report.collect(run_dir)
+    nl17 = found["NL-17"][1]
+    assert plots.standardized(nl17) == pytest.approx((3.14159 / 44.6, 1.5 / 44.6, 4.75 / 44.6))
+    ng04 = found["NG-04"][1]  # within [0.4, 0.6]: 1 at the centre, 0 at a bound
+    assert plots.standardized(ng04) == pytest.approx((1.0, 0.5, 1.0))
+    less = Claim(**{**nl17.__dict__, "rule": {"kind": "less", "threshold": 5.0, "sesoi": 1.0, "effect": 2.0},
+                    "verdict": "replicated"})
+    assert plots.standardized(less) == pytest.approx(((5 - 3.14159) / 2, (5 - 4.75) / 2, (5 - 1.5) / 2))
+    figures = tmp_path / "figs"
+    path = report.write_report(run_dir, figures_dir=figures)
+    assert (figures / "report_neuronllm.png").exists() and (figures / "report_neg.png").exists()
+    assert not (figures / "report_cnl.png").exists()  # nothing measured
+    assert "Forest plot: [report_neuronllm](" in path.read_text()
+
+
+def test_report_without_timings_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(claims, "rules", lambda: RULES)
     run = tmp_path / "m"
     write_claims(run / "01_a" / "claims.json", [na("CN-05", "no knowledge-circuit code")])
     text = report.render(run)
@@ -89,8 +122,9 @@ def test_a_claim_from_two_notebooks_is_an_error(run_dir):
 
 def test_cli(run_dir, capsys):
     results = run_dir.parent
-    assert report.main(["--model-slug", "tiny-model", "--results", str(results)]) == 0
-    assert (run_dir / "REPORT.md").exists()
+    assert report.main(["--model-slug", "tiny-model", "--results", str(results),
+                        "--figures", str(results.parent / "figures" / "tiny-model")]) == 0
+    assert (run_dir / "REPORT.md").exists() and (results.parent / "figures" / "tiny-model" / "report_neg.png").exists()
     with pytest.raises(SystemExit):
         report.main(["--model-slug", "nothing-here", "--results", str(results)])
 

@@ -23,7 +23,7 @@ sys.path.insert(0, {str(TESTS)!r})
 from pathlib import Path
 import neuronloc as nl
 from conftest import tiny_llama
-from neuronloc.claims import Claim, write_claims
+from neuronloc.claims import Estimate, measured, write_claims
 from neuronloc.localization import locate
 from neuronloc.store import Store
 
@@ -38,7 +38,7 @@ questions = base.questions""",
         return path
 
 found = locate(lm, questions, "ace", k=5, z=10, steps=3, store=SlowStore(CACHE), progress=False)""",
-    """write_claims(Path(OUT) / "claims.json", [Claim("NL-01", "toy", "x", float(found.scores.abs().sum()), "sum", "replicated")])""",
+    """write_claims(Path(OUT) / "claims.json", [measured("NL-01", Estimate(float(found.scores.abs().sum())))])""",
 ]
 
 

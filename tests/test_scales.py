@@ -32,7 +32,10 @@ def test_presets_are_frozen_and_hashable():
 
 def test_paper_scale_has_the_papers_counts():
     p = scales.PAPER
-    assert (p.neuronllm.n_train, p.neuronllm.n_eval, p.neuronllm.ig_steps, p.neuronllm.k) == (5, 100, 16, 100)
+    assert (p.neuronllm.n_train, p.neuronllm.ig_steps, p.neuronllm.k) == (5, 16, 100)
+    # evaluation: the paper's 100 examples per task, ours 300 so that intervals can decide (issue 19 item 4);
+    # the default scale evaluates 280 and no smaller scale asks for more
+    assert p.neuronllm.n_eval == 300 >= scales.DEFAULT.neuronllm.n_eval
     assert p.z(352_256) == 5000 and p.k(352_256) == 100  # NeuronLLM §3.4, §4.4 (LLaMA 2-7B)
     assert len(p.neuronllm.ratios) == 11 and p.neuronllm.ratios[0] == 0 and p.neuronllm.ratios[-1] == 1
     assert (p.cnl.ig_steps, p.cnl.sigma, p.cnl.localize["gsm8k"], p.cnl.localize["emotion"]) == (19, 6.0, 1600, 2400)

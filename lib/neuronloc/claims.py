@@ -1,16 +1,32 @@
 """Claims: what a notebook concludes about one claim of a paper, and the registry of all 97.
 
-A notebook ends with the claims it tested, written to `results/<slug>/<NN_notebook>/claims.json`
-(ARCHITECTURE.md, Results): a JSON list of `Claim` objects. `neuronloc.report` collects them
-into `results/<slug>/REPORT.md`.
+A claim is decided by library code, never by a notebook cell. Each claim id has a decision
+rule fixed before any run (a pre-registration, `rules/<NL|CN|NG>.json` beside this module):
 
-    from neuronloc.claims import Claim, na, write_claims
+    {"kind": "greater" | "less" | "within" | "exact", "threshold": t  (or "bounds": [a, b]),
+     "sesoi": s >= 0, "effect": the paper's effect in `unit`, "unit": "...",
+     "estimate": what the number is, "source": where threshold and sesoi come from,
+     "tolerance": (exact only)}
+
+A notebook produces an *estimate* only (`Estimate`: value, 95 % interval, n and the unit
+resampled), and `decide(rule, estimate)` gives the verdict (ARCHITECTURE.md, Results):
+
+- greater t: replicated iff lo > t; contradicted iff hi < t + sesoi; else inconclusive;
+- less t:    replicated iff hi < t; contradicted iff lo > t - sesoi; else inconclusive;
+- within [a, b]: replicated iff [lo, hi] is inside [a, b]; contradicted iff they do not meet;
+- exact t:   replicated iff |value - t| <= tolerance, else contradicted (arithmetic claims);
+- an estimate without an interval (fewer than two units) is inconclusive, except for exact.
+
+    from neuronloc.claims import Estimate, measured, na, write_claims
     write_claims(Path(RESULTS_DIR) / "claims.json", [
-        Claim("NL-17", "exciting the bottom-K ACE neurons lowers Acc more than K random ones",
-              paper_value="Deg RAC 44.6", ours=3.1, unit="RAC %", verdict="replicated",
-              figure=Path(FIGURES_DIR) / "03_bad_neurons.png"),
+        measured("NL-17", Estimate(12.0, 4.1, 19.8, n=120, n_of="questions"), figure=...),
         na("NL-13", "needs two sizes of one model family"),
     ])
+
+`measured` takes claim text, paper value, unit and rule from the registry and the rules, and
+the verdict from `decide`; `write_claims` refuses a row whose verdict is not `decide(rule,
+estimate)`. Flags: `underpowered` (added by `measured` when the interval's half-width exceeds
+the paper's effect), `collapse`, `by construction`, `no interval`.
 
 The registry (`registry()`, the committed file `claims_registry.json` beside this module)
 lists every claim id of the replication checklist (`../shared/docs/CLAIMS.md`) with its paper,
@@ -25,14 +41,17 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
 from .store import write_atomic
 
 REGISTRY_PATH = Path(__file__).with_name("claims_registry.json")
-VERDICTS = ("replicated", "not replicated", "n/a")
+RULES_DIR = Path(__file__).with_name("rules")
+VERDICTS = ("replicated", "contradicted", "inconclusive", "n/a")
+RULE_KINDS = ("greater", "less", "within", "exact")
+FLAGS = ("underpowered", "collapse", "by construction", "no interval", "paper inconsistent")
 PAPERS = {"NL": "NeuronLLM", "CN": "CNL", "NG": "NEG"}  # id prefix -> paper (CLAIMS.md §1, §2, §3)
 
 
@@ -40,42 +59,179 @@ class ClaimError(ValueError):
     """A claim record that breaks the claims.json rules (ARCHITECTURE.md, Results)."""
 
 
+def _finite(x, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) and not hasattr(x, "__float__"):
+        raise ClaimError(f"{what} must be a number, got {type(x).__name__}")
+    return float(x)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A measured number and its 95 % interval over the independent unit resampled.
+
+    value: the estimate; lo, hi: the interval (nan, nan when there is none: fewer than two
+    units); n: how many units (`n_of`: "questions", "facts", "prompts", "repetitions", ...).
+    """
+
+    value: float
+    lo: float = math.nan
+    hi: float = math.nan
+    n: int = 0
+    n_of: str = ""
+
+    def __post_init__(self):
+        for name in ("value", "lo", "hi"):
+            object.__setattr__(self, name, _finite(getattr(self, name), f"Estimate.{name}"))
+        if not math.isfinite(self.value):
+            raise ClaimError(f"Estimate.value must be finite, got {self.value}; use na(id, reason) when there is no number")
+        if math.isnan(self.lo) != math.isnan(self.hi):
+            raise ClaimError(f"Estimate: give both ends of the interval or neither, got [{self.lo}, {self.hi}]")
+        if self.has_interval and not self.lo <= self.hi:
+            raise ClaimError(f"Estimate: interval [{self.lo}, {self.hi}] has lo > hi")
+        if isinstance(self.n, bool) or int(self.n) != self.n or self.n < 0:
+            raise ClaimError(f"Estimate.n must be a count of units, got {self.n!r}")
+        object.__setattr__(self, "n", int(self.n))
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.lo) and math.isfinite(self.hi)
+
+    @property
+    def halfwidth(self) -> float:
+        return (self.hi - self.lo) / 2 if self.has_interval else math.nan
+
+    @classmethod
+    def of(cls, triple, n: int, n_of: str) -> Estimate:
+        """From a (value, lo, hi) triple as the `metrics` interval helpers return it."""
+        value, lo, hi = triple
+        return cls(value, lo, hi, n=n, n_of=n_of)
+
+
+@lru_cache(maxsize=1)
+def rules() -> dict[str, dict]:
+    """Every claim's pre-registered decision rule: {id: rule} from rules/*.json."""
+    out: dict[str, dict] = {}
+    for path in sorted(RULES_DIR.glob("*.json")):
+        for id, rule in json.loads(path.read_text(encoding="utf-8")).items():
+            if id in out:
+                raise ClaimError(f"{path.name}: rule for {id} given twice")
+            out[id] = check_rule(rule, id)
+    return out
+
+
+def rule_of(id: str) -> dict:
+    registry_entry(id)  # a clear error for an unknown id
+    try:
+        return rules()[id]
+    except KeyError:
+        raise ClaimError(f"{id}: no pre-registered rule in {RULES_DIR.name}/{id[:2]}.json") from None
+
+
+def check_rule(rule: dict, id: str = "?") -> dict:
+    """`rule` validated (see the module docstring); returned unchanged."""
+    kind = rule.get("kind")
+    if kind not in RULE_KINDS:
+        raise ClaimError(f"{id}: rule kind {kind!r} is not one of {RULE_KINDS}")
+    if kind == "within":
+        bounds = rule.get("bounds")
+        if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] <= bounds[1]):
+            raise ClaimError(f"{id}: rule 'within' needs bounds [a, b] with a <= b, got {bounds!r}")
+    elif not isinstance(rule.get("threshold"), (int, float)) or isinstance(rule.get("threshold"), bool):
+        raise ClaimError(f"{id}: rule {kind!r} needs a numeric threshold, got {rule.get('threshold')!r}")
+    sesoi = rule.get("sesoi", 0)
+    if not isinstance(sesoi, (int, float)) or sesoi < 0:
+        raise ClaimError(f"{id}: rule sesoi must be a number >= 0, got {sesoi!r}")
+    if kind == "exact" and not (isinstance(rule.get("tolerance"), (int, float)) and rule["tolerance"] >= 0):
+        raise ClaimError(f"{id}: rule 'exact' needs a tolerance >= 0, got {rule.get('tolerance')!r}")
+    return rule
+
+
+def decide(rule: dict, estimate: Estimate) -> str:
+    """The verdict that `rule` gives on `estimate` (module docstring): "replicated",
+    "contradicted" or "inconclusive"."""
+    check_rule(rule)
+    kind, sesoi = rule["kind"], rule.get("sesoi", 0)
+    if kind == "exact":
+        return "replicated" if abs(estimate.value - rule["threshold"]) <= rule["tolerance"] else "contradicted"
+    if not estimate.has_interval:
+        return "inconclusive"
+    lo, hi = estimate.lo, estimate.hi
+    if kind == "greater":
+        t = rule["threshold"]
+        return "replicated" if lo > t else "contradicted" if hi < t + sesoi else "inconclusive"
+    if kind == "less":
+        t = rule["threshold"]
+        return "replicated" if hi < t else "contradicted" if lo > t - sesoi else "inconclusive"
+    a, b = rule["bounds"]
+    return "replicated" if a <= lo and hi <= b else "contradicted" if hi < a or lo > b else "inconclusive"
+
+
+def describe(rule: dict) -> str:
+    """The rule in words, for REPORT.md."""
+    kind, sesoi, unit = rule["kind"], rule.get("sesoi", 0), rule.get("unit", "")
+    u = f" {unit}" if unit else ""
+    if kind == "greater":
+        return f"CI above {rule['threshold']:g}{u} (contradicted if below {rule['threshold'] + sesoi:g})"
+    if kind == "less":
+        return f"CI below {rule['threshold']:g}{u} (contradicted if above {rule['threshold'] - sesoi:g})"
+    if kind == "within":
+        a, b = rule["bounds"]
+        return f"CI inside [{a:g}, {b:g}]{u} (contradicted if disjoint)"
+    return f"= {rule['threshold']:g}{u} within {rule['tolerance']:g}"
+
+
 @dataclass(frozen=True)
 class Claim:
     """One claim as a notebook measured it (the claims.json record of ARCHITECTURE.md).
 
-    `claim` states the comparison that decides the verdict (the embedded model is not the
-    paper's, so claims are about direction or shape); `ours` is a finite number, or None with
-    verdict "n/a"; "n/a" needs the reason in `note`. `figure` (optional) is the figure that
-    shows the result; `write_claims` stores it relative to the claims.json folder.
+    estimate, ci = [lo, hi], n, n_of: the measurement (None, None, 0, "" for "n/a"); rule:
+    the pre-registered rule of the id; verdict: `decide(rule, estimate)`, or "n/a" with the
+    reason in `note`. `figure` (optional) is stored relative to the claims.json folder.
+    Build rows with `measured` and `na` rather than by hand.
     """
 
     id: str
     claim: str
     paper_value: str
-    ours: float | None
+    estimate: float | None
     unit: str
+    ci: list | None
+    n: int
+    n_of: str
+    rule: dict
     verdict: str
+    flags: list = field(default_factory=list)
     note: str = ""
     figure: str | None = None
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ClaimError(f"{self.id}: verdict {self.verdict!r} is not one of {', '.join(map(repr, VERDICTS))}")
-        if self.verdict == "n/a" and not self.note.strip():
-            raise ClaimError(f"{self.id}: verdict 'n/a' needs the reason in `note`")
-        if self.ours is None:
-            if self.verdict != "n/a":
-                raise ClaimError(f"{self.id}: `ours` is None, which only verdict 'n/a' allows; give the measured number")
+        unknown = [f for f in self.flags if f not in FLAGS]
+        if unknown:
+            raise ClaimError(f"{self.id}: unknown flags {unknown}; known: {FLAGS}")
+        object.__setattr__(self, "flags", list(self.flags))
+        check_rule(self.rule, self.id)
+        if self.verdict == "n/a":
+            if not self.note.strip():
+                raise ClaimError(f"{self.id}: verdict 'n/a' needs the reason in `note`")
         else:
-            if isinstance(self.ours, bool) or not isinstance(self.ours, (int, float)) and not hasattr(self.ours, "__float__"):
-                raise ClaimError(f"{self.id}: `ours` must be a number, got {type(self.ours).__name__}")
-            value = float(self.ours)  # numpy / torch scalars become plain floats
-            if not math.isfinite(value):
-                raise ClaimError(f"{self.id}: `ours` must be finite, got {value}; use na(id, reason) when there is no number")
-            object.__setattr__(self, "ours", value)
+            if self.estimate is None or self.ci is None:
+                raise ClaimError(f"{self.id}: verdict {self.verdict!r} needs an estimate and its interval; "
+                                 f"use na(id, reason) when there is no number")
+            est = self.as_estimate()
+            object.__setattr__(self, "estimate", est.value)
+            object.__setattr__(self, "ci", [est.lo, est.hi] if est.has_interval else [None, None])
+            expected = decide(self.rule, est)
+            if self.verdict != expected:
+                raise ClaimError(f"{self.id}: verdict {self.verdict!r} is not what its rule gives on the estimate "
+                                 f"({expected!r}); take the verdict from claims.decide")
         if self.figure is not None:
             object.__setattr__(self, "figure", str(self.figure))
+
+    def as_estimate(self) -> Estimate:
+        lo, hi = (math.nan if x is None else x for x in self.ci)
+        return Estimate(self.estimate, lo, hi, self.n, self.n_of)
 
     @classmethod
     def from_dict(cls, record: dict) -> Claim:
@@ -86,21 +242,37 @@ class Claim:
         return cls(**record)
 
 
-def na(id: str, reason: str, ours: float | None = None, unit: str = "") -> Claim:
-    """A claim this run cannot test: verdict "n/a" with the reason; claim text and paper value
-    come from the registry."""
-    entry = registry_entry(id)
-    return Claim(id, entry["claim"], entry["paper_value"], ours, unit, "n/a", note=reason)
+def measured(id: str, estimate: Estimate, note: str = "", flags=(), figure=None, claim: str | None = None) -> Claim:
+    """The claims.json row of a measured claim: text, paper value, unit and rule from the
+    registry and the rules; verdict from `decide`. Adds `underpowered` when the interval's
+    half-width exceeds the paper's effect (`rule["effect"]`), `no interval` when there is none.
+    claim: the comparison as this notebook measures it (default: the rule's `estimate` text)."""
+    entry, rule = registry_entry(id), rule_of(id)
+    flags = list(flags)
+    if rule["kind"] != "exact":
+        if not estimate.has_interval:
+            flags.append("no interval")
+        elif rule.get("effect") and estimate.halfwidth > abs(rule["effect"]):
+            flags.append("underpowered")
+    text = claim or rule.get("estimate") or entry["claim"]
+    return Claim(id, text, entry["paper_value"], estimate.value, rule.get("unit", ""),
+                 [estimate.lo, estimate.hi], estimate.n, estimate.n_of, rule, decide(rule, estimate),
+                 flags=list(dict.fromkeys(flags)), note=note, figure=figure)
 
 
-def verdict(holds: bool) -> str:
-    """A claim's verdict from its comparison: "replicated" if it holds, else "not replicated"."""
-    return "replicated" if holds else "not replicated"
+def na(id: str, reason: str, flags=(), figure=None) -> Claim:
+    """A claim this run cannot test: verdict "n/a" with the reason (only where the claim cannot
+    be measured on this model, or holds by construction: flags=["by construction"])."""
+    entry, rule = registry_entry(id), rule_of(id)
+    return Claim(id, entry["claim"], entry["paper_value"], None, rule.get("unit", ""), None, 0, "", rule, "n/a",
+                 flags=list(flags), note=reason, figure=figure)
 
 
-def write_claims(path: str | os.PathLike, claims: list[Claim]) -> Path:
+def write_claims(path: str | os.PathLike, claims: list[Claim], protocol: str | None = None) -> Path:
     """Write `claims` as claims.json at `path` (atomically). Every id must be in the registry,
-    and no id twice. Figure paths are stored relative to the claims.json folder."""
+    with its registered rule and the verdict that rule gives, and no id twice. Figure paths
+    are stored relative to the claims.json folder. protocol: one line on what decided these
+    claims (tasks, read-outs, sizes), written beside as protocol.md for REPORT.md."""
     path = Path(path)
     ids = [c.id for c in claims]
     unknown = [i for i in ids if i not in registry_ids()]
@@ -110,6 +282,9 @@ def write_claims(path: str | os.PathLike, claims: list[Claim]) -> Path:
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
         raise ClaimError(f"claim ids given more than once: {twice}")
+    for claim in claims:
+        if claim.rule != rule_of(claim.id):
+            raise ClaimError(f"{claim.id}: the row's rule is not the pre-registered one in rules/{claim.id[:2]}.json")
     records = []
     for claim in claims:
         record = asdict(claim)
@@ -117,6 +292,8 @@ def write_claims(path: str | os.PathLike, claims: list[Claim]) -> Path:
             record["figure"] = os.path.relpath(Path(claim.figure).resolve(), path.parent.resolve())
         records.append(record)
     _write_json(path, records)
+    if protocol is not None:
+        write_atomic(path.with_name("protocol.md"), " ".join(protocol.split()) + "\n")
     return path
 
 

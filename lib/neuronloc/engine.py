@@ -412,6 +412,36 @@ def crop_cache(cache, length: int):
 
 
 @contextmanager
+def broadcast_masks():
+    """Inside the block, attention masks without padding are built for batch 1 and broadcast.
+
+    Rows that restart at a later layer (`restart_rows`) grow the batch inside the model,
+    so a causal mask built for the input batch no longer matches a layer's rows (SDPA:
+    "The size of tensor a (12) must match the size of tensor b (4)"). Without a padding
+    mask every row's causal (or sliding-window) mask is the same, so batch 1 is exact for
+    any batch. Families whose attention builds no mask on this path (LLaMA's SDPA causal
+    skip) are unaffected; the others (GPT-2, GPT-J, GPT-NeoX, Gemma 2/3) need it.
+    """
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    originals = {k: ALL_MASK_ATTENTION_FUNCTIONS[k] for k in ("sdpa", "eager") if k in ALL_MASK_ATTENTION_FUNCTIONS}
+
+    def one_row(original):
+        @functools.wraps(original)
+        def mask(batch_size, *args, **kwargs):
+            return original(1 if kwargs.get("attention_mask") is None else batch_size, *args, **kwargs)
+        return mask
+
+    for key, original in originals.items():
+        AttentionMaskInterface.register(key, one_row(original))
+    try:
+        yield
+    finally:
+        for key, original in originals.items():
+            AttentionMaskInterface.register(key, original)
+
+
+@contextmanager
 def cached_rows(lm: LM, cache, sizes, layout: Layout):
     """(`past_key_values`, extra forward kwargs) for running `layout`'s rows after the
     prefix `cache` (batch 1).
@@ -431,8 +461,11 @@ def cached_rows(lm: LM, cache, sizes, layout: Layout):
     elif cache is not None and prefix_attention.supported(lm, cache.get_seq_length() + layout.width):
         with prefix_attention.shared_prefix(lm, cache) as past:
             yield past, {}
-    else:
+    elif isinstance(sizes, int):
         yield expand_cache(cache, sizes, lm.model.config), {}
+    else:  # rows per layer: restarted rows join the batch inside the model
+        with broadcast_masks():
+            yield expand_cache(cache, sizes, lm.model.config), {}
 
 
 def rows_layout(lm: LM, query: Query, n_conditions: int, cache) -> Layout:

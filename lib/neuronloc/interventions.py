@@ -195,12 +195,27 @@ def evaluate_conditions(lm: LM, questions: Iterable[MCQuestion], conditions: Seq
     return [_option_eval(questions, p) for p in probs]
 
 
+def trivial_accuracy(questions: Sequence[MCQuestion]) -> float:
+    """The accuracy of the best constant answer on `questions`: always the same option text
+    (e.g. "positive" on a sentiment task whose options never change) or always the same
+    option position ("A"), whichever scores more. A model must beat this, not 1/k."""
+    import collections
+
+    questions = list(questions)
+    if not questions:
+        raise ValueError("trivial_accuracy needs at least one question")
+    by_text = collections.Counter(q.options[q.answer] for q in questions)
+    by_position = collections.Counter(q.answer for q in questions)
+    return max(by_text.most_common(1)[0][1], by_position.most_common(1)[0][1]) / len(questions)
+
+
 @dataclass(frozen=True)
 class Competence:
-    """How well a model answers a task under one read-out, against chance.
+    """How well a model answers a task under one read-out, against the best trivial answer.
 
-    acc = correct / n; chance: mean over questions of 1 / n_options; p_value: one-sided
-    exact binomial test of acc > chance; ci: 95 % Clopper-Pearson interval of acc.
+    acc = correct / n; chance: mean over questions of 1 / n_options; trivial: the accuracy of
+    the best constant answer (`trivial_accuracy`); p_value: one-sided exact binomial test of
+    acc > max(chance, trivial); ci: 95 % Clopper-Pearson interval of acc.
     """
 
     readout: str
@@ -209,39 +224,54 @@ class Competence:
     chance: float
     p_value: float
     ci: tuple[float, float]
+    trivial: float
 
     @property
     def acc(self) -> float:
         return self.correct / self.n
 
+    @property
+    def baseline(self) -> float:
+        """What the model has to beat: the larger of chance and the best constant answer."""
+        return max(self.chance, self.trivial)
+
     def above_chance(self, alpha: float = 0.05) -> bool:
+        """Above the best trivial answer (not only 1/k) at level alpha."""
         return self.p_value < alpha
 
     def __str__(self) -> str:
         return (f"{self.readout}: acc {self.acc:.2f} [{self.ci[0]:.2f}, {self.ci[1]:.2f}] over {self.n}, "
-                f"chance {self.chance:.2f}, p = {self.p_value:.2g}")
+                f"chance {self.chance:.2f}, best constant answer {self.trivial:.2f}, p = {self.p_value:.2g}")
+
+
+def competence_of(readout: str, questions: Sequence[MCQuestion], correct) -> Competence:
+    """`Competence` from per-question correctness (`[question]` bool) under `readout`."""
+    from scipy.stats import binomtest
+
+    questions = list(questions)
+    k, n = int(sum(bool(c) for c in correct)), len(questions)
+    chance = sum(1 / len(q.options) for q in questions) / n
+    trivial = trivial_accuracy(questions)
+    test = binomtest(k, n, max(chance, trivial), alternative="greater")
+    ci = binomtest(k, n, chance).proportion_ci(confidence_level=0.95, method="exact")  # two-sided
+    return Competence(readout, n, k, chance, float(test.pvalue), (float(ci.low), float(ci.high)), trivial)
 
 
 def competence(lm: LM, questions: Iterable[MCQuestion], readout: str, chat: bool = False,
                progress: bool = False) -> Competence:
-    """Accuracy of `lm` on `questions` read by `readout`, with a binomial test against chance.
+    """Accuracy of `lm` on `questions` read by `readout`, with a binomial test against the best
+    trivial answer (`trivial_accuracy`; at least chance).
 
     Pass one question per example (before QATT): the proxies of one example are not
     independent draws, so they would overstate the evidence.
     """
-    from scipy.stats import binomtest
-
     questions = _nonempty(questions)
     uids = [q.uid for q in questions if q.uid]
     if len(set(uids)) != len(uids):
         raise ValueError("competence needs one question per example, but some share a uid (QATT proxies?): "
                          "pass task.questions before qatt()")
     result = evaluate_options(lm, questions, chat=chat, readout=readout, progress=progress)
-    correct, n = int(result.correct.sum()), len(questions)
-    chance = sum(1 / len(q.options) for q in questions) / n
-    test = binomtest(correct, n, chance, alternative="greater")
-    ci = binomtest(correct, n, chance).proportion_ci(confidence_level=0.95, method="exact")  # two-sided
-    return Competence(readout, n, correct, chance, float(test.pvalue), (float(ci.low), float(ci.high)))
+    return competence_of(readout, questions, result.correct.tolist())
 
 
 def write_competence(path, model: str, n: int, seed: int, competences: dict[str, dict[str, Competence]]) -> None:
@@ -273,8 +303,10 @@ def read_competence(path, seed: int, n: int = 1, model: str | None = None) -> di
         return {}
     out: dict[str, dict[str, Competence]] = {}
     for r in data["rows"]:
+        if "trivial" not in r:  # written before competence was tested against the best constant answer
+            return {}
         out.setdefault(r["task"], {})[r["readout"]] = Competence(r["readout"], r["n"], r["correct"], r["chance"],
-                                                                  r["p_value"], tuple(r["ci"]))
+                                                                  r["p_value"], tuple(r["ci"]), r["trivial"])
     return out
 
 

@@ -1,7 +1,9 @@
 """Metrics of the three papers.
 
 NeuronLLM §4.2: Acc, Com, RAC, RCC (with 'Fail'; `change_ci`: signed, with a bootstrap interval;
-`mean_ci`: any mean with one). CNL Eq. 6 and 9: coincidence rate,
+`mean_ci`: any mean with one). Intervals that decide verdicts (`neuronloc.claims`): `bootstrap_ci`
+(rows of one unit kept together, paired samples, seeds as a level), `diff_ci`, `unit_mean_ci`,
+`repeated_ratio` (interleaved timing); `collapse_share` / `collapsed`. CNL Eq. 6 and 9: coincidence rate,
 overlap, IoU, neuron fraction. NEG §2.2, §3.2, App. A: zero-intercept slope (NEG),
 Pearson r, MAE, linear-neuron ratio, polarity, layer/prompt generality (LG/PG).
 
@@ -127,6 +129,106 @@ def mean_ci(values, n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
     ci = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=level, method=method,
                          random_state=seed).confidence_interval
     return float(x.mean()), float(ci.low), float(ci.high)
+
+
+# ---------------------------------------------------------------- intervals for verdicts
+
+def bootstrap_ci(statistic, *samples, units=None, n_resamples: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """`statistic(*samples)` and its percentile bootstrap interval, resampling the independent
+    unit (scipy.stats.bootstrap over unit indices): (value, lo, hi).
+
+    samples: arrays whose last axis is rows (`[row]`, or `[seed, row]` for a random baseline
+    drawn under several seeds). Every sample is resampled with the same row indices, so
+    conditions measured on the same questions stay paired. units: `[row]` ids; rows of one unit
+    (the proxies of one example, the neurons of one prompt) are kept together (default: each
+    row its own unit). Samples with a seed axis also have their seeds resampled (the same
+    draw for all of them): seeds are a second level. An interval of zero width is returned
+    when every resample gives the same value; (value, nan, nan) with fewer than two units.
+    """
+    import numpy as np
+    from scipy import stats
+
+    arrays = [np.asarray(s, dtype=float) for s in samples]
+    if not arrays:
+        raise ValueError("bootstrap_ci needs at least one sample")
+    n_rows = arrays[0].shape[-1]
+    if any(a.shape[-1] != n_rows for a in arrays) or any(a.ndim not in (1, 2) for a in arrays):
+        raise ValueError(f"samples must be [row] or [seed, row] with the same rows, got shapes {[a.shape for a in arrays]}")
+    unit_ids = np.arange(n_rows) if units is None else np.asarray(units)
+    if len(unit_ids) != n_rows:
+        raise ValueError(f"units must name the unit of each of the {n_rows} rows, got {len(unit_ids)}")
+    _, group = np.unique(unit_ids, return_inverse=True)
+    rows_of = [np.flatnonzero(group == g) for g in range(group.max() + 1)] if n_rows else []
+    n_seeds = {a.shape[0] for a in arrays if a.ndim == 2}
+    if len(n_seeds) > 1:
+        raise ValueError(f"samples with a seed axis must have the same number of seeds, got {sorted(n_seeds)}")
+    n_seeds = n_seeds.pop() if n_seeds else 0
+    value = float(statistic(*arrays))
+    if len(rows_of) < 2 or not math.isfinite(value):
+        return value, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_resamples)
+    for b in range(n_resamples):
+        rows = np.concatenate([rows_of[u] for u in rng.integers(0, len(rows_of), len(rows_of))])
+        seeds = rng.integers(0, n_seeds, n_seeds) if n_seeds else None
+        draws[b] = statistic(*(a[..., rows] if a.ndim == 1 else a[seeds][:, rows] for a in arrays))
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        return value, math.nan, math.nan
+    alpha = (1 - level) / 2
+    if np.ptp(np.append(draws, value)) <= 1e-12 * max(1.0, abs(value)):  # every resample the same, up to
+        return value, value, value  # rounding: an interval of zero width at the value
+    lo, hi = np.quantile(draws, [alpha, 1 - alpha])
+    return value, float(lo), float(hi)
+
+
+def diff_ci(a, b, units=None, **kw) -> tuple[float, float, float]:
+    """mean(a) - mean(b) over the same rows (paired: one condition minus another on the same
+    questions), with `bootstrap_ci`'s interval. a, b: `[row]` or `[seed, row]`."""
+    import numpy as np
+
+    return bootstrap_ci(lambda x, y: np.mean(x) - np.mean(y), a, b, units=units, **kw)
+
+
+def unit_mean_ci(values, units=None, **kw) -> tuple[float, float, float]:
+    """Mean of `values` (`[row]`) with `bootstrap_ci`'s interval over units (rows of one unit
+    kept together, e.g. NEG's (prompt, neuron) pairs resampled by prompt)."""
+    import numpy as np
+
+    return bootstrap_ci(np.mean, values, units=units, **kw)
+
+
+def repeated_ratio(fn_a, fn_b, repetitions: int = 5, warmup: int = 1, seed: int = 0) -> tuple[float, float, float, list]:
+    """Wall-time ratio time(fn_a) / time(fn_b) from `repetitions` interleaved runs (a, b, a, b,
+    ... after `warmup` untimed pairs), so load on the machine hits both alike: (mean ratio, lo,
+    hi, per-repetition ratios), the interval a bootstrap over repetitions."""
+    import time
+
+    for _ in range(warmup):
+        fn_a(), fn_b()
+    ratios = []
+    for _ in range(repetitions):
+        t0 = time.perf_counter(); fn_a(); t1 = time.perf_counter(); fn_b(); t2 = time.perf_counter()
+        ratios.append((t1 - t0) / (t2 - t1))
+    return (*unit_mean_ci(ratios, seed=seed), ratios)
+
+
+def collapse_share(answers) -> float:
+    """Share of questions given the modal answer (option text or index): 1.0 when a condition
+    answers every question alike."""
+    import collections
+
+    answers = list(answers)
+    if not answers:
+        return math.nan
+    return collections.Counter(answers).most_common(1)[0][1] / len(answers)
+
+
+def collapsed(edited_answers, base_answers, threshold: float = 0.9) -> bool:
+    """A condition that answers one label for >= `threshold` of the questions where the unedited
+    model does not (issue 19: such a condition only moves the model between constant answers)."""
+    return collapse_share(edited_answers) >= threshold > collapse_share(base_answers)
 
 
 def format_cell(rac_change: Change, rcc_change: Change) -> str:

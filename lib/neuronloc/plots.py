@@ -298,3 +298,61 @@ def probability_shifts(shifts: pd.DataFrame, title: str | None = None) -> plt.Fi
         ax.tick_params(axis="x", rotation=60)
     fig.suptitle(title or "Option probabilities under control")
     return fig
+
+
+VERDICT_COLORS = {"replicated": "#2a9d50", "contradicted": "#d1495b", "inconclusive": "#8d99ae"}
+
+
+def standardized(claim) -> tuple[float, float, float]:
+    """A claim's estimate and interval on one axis for all claims: the distance from the rule's
+    threshold in units of the paper's effect (`rule["effect"]`; else the interval's half-width,
+    else 1), signed so that the claimed direction is positive. `within [a, b]`: 1 - |x - c| / w
+    (c, w the bounds' centre and half-width: > 0 inside). `exact`: (x - t) / tolerance.
+    Returns (value, lo, hi); lo, hi nan without an interval."""
+    rule = claim.rule
+    lo, hi = (np.nan if x is None else x for x in claim.ci)
+    x = np.array([claim.estimate, lo, hi], dtype=float)
+    if rule["kind"] == "within":
+        a, b = rule["bounds"]
+        c, w = (a + b) / 2, max((b - a) / 2, 1e-12)
+        z = 1 - np.abs(x - c) / w
+        inside = lo <= c <= hi  # the interval straddles the centre: its best point is 1
+        return z[0], min(z[1], z[2]), (1.0 if inside else max(z[1], z[2]))
+    if rule["kind"] == "exact":
+        scale = max(rule["tolerance"], 1e-12)
+        z = (x - rule["threshold"]) / scale
+        return tuple(z)
+    half = (hi - lo) / 2 if np.isfinite(lo) else np.nan
+    scale = abs(rule.get("effect") or 0) or (half if np.isfinite(half) and half > 0 else 0) or 1.0
+    sign = 1 if rule["kind"] == "greater" else -1
+    z = sign * (x - rule["threshold"]) / scale
+    return z[0], min(z[1], z[2]), max(z[1], z[2])
+
+
+def verdict_forest(claims: Sequence, title: str | None = None) -> plt.Figure:
+    """REPORT.md's forest plot: one row per measured claim (id), its estimate and 95 % interval
+    against its threshold (0) in units of the paper's effect (`standardized`; the dotted line
+    at 0.5 is the usual smallest effect of interest, the dashed one at 1 the paper's effect),
+    coloured by verdict. Values beyond ±4 are drawn at the edge."""
+    rows = [(c.id, c.verdict, *standardized(c)) for c in claims]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.4))
+    limit = 4.0
+    for y, (id, verdict, v, lo, hi) in enumerate(rows):
+        color = VERDICT_COLORS.get(verdict, "black")
+        if np.isfinite(lo):
+            ax.plot(np.clip([lo, hi], -limit, limit), [y, y], color=color, lw=2)
+        ax.plot(np.clip(v, -limit, limit), y, "o", color=color, ms=4)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.axvline(0.5, color="grey", lw=0.6, ls=":")
+    ax.axvline(1, color="grey", lw=0.6, ls="--")
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(-limit - 0.2, limit + 0.2)
+    ax.set_xlabel("estimate − threshold, in units of the paper's effect (claimed direction →)")
+    for verdict, color in VERDICT_COLORS.items():
+        ax.plot([], [], "o-", color=color, label=verdict)
+    ax.legend(loc="lower right", fontsize=7, frameon=True)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

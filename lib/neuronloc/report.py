@@ -4,10 +4,13 @@
     python -m neuronloc.report --model-slug smollm2-135m --scale smoke
 
 reads `results/<slug>/*/claims.json` (`neuronloc.claims`) and `results/<slug>/timings.json`
-(written by scripts/run_notebooks.py) and writes `results/<slug>/REPORT.md`: per paper, a
-table of all its claims (id, claim, paper value, ours, verdict, figure, notes) and the counts
-per verdict; at the top the model, scale, seed, commit and wall time. Every one of the 97
-registry ids is listed: one that no notebook has produced yet is "n/a — not run yet".
+(written by scripts/run_notebooks.py) and writes `results/<slug>/REPORT.md`: the counts per
+verdict (replicated, contradicted, inconclusive, n/a) per paper; per paper a table of all its
+claims (id, claim, paper value, estimate [95 % CI], n (unit), rule in words, verdict, flags,
+figure, notes); one forest plot per paper (`figures/<slug>/report_<paper>.png`: each claim's
+estimate and interval against its threshold, in units of the paper's effect, coloured by
+verdict); at the top the model, scale, seed, commit and wall time. Every one of the 97 registry
+ids is listed: one that no notebook has produced yet is "n/a — not run yet".
 
 `rounded(x, sig=2)` is the rounding for numbers that are shown: in REPORT.md and in the
 notebooks' compared outputs (README, "Print results rounded").
@@ -22,7 +25,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from .claims import PAPERS, VERDICTS, Claim, ClaimError, read_claims, registry
+from .claims import PAPERS, VERDICTS, Claim, ClaimError, describe, read_claims, registry
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (lib/neuronloc/report.py)
 NOT_RUN = "n/a — not run yet"
@@ -92,15 +95,29 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").strip()
 
 
-def _ours(claim: Claim) -> str:
-    if claim.ours is None:
+def _num(x) -> str:
+    return f"{rounded(x, 3):g}"
+
+
+def _estimate(claim: Claim) -> str:
+    if claim.estimate is None:
         return "—"
-    return f"{rounded(claim.ours, 3):g}" + (f" {claim.unit}" if claim.unit else "")
+    lo, hi = claim.ci
+    text = _num(claim.estimate) + (f" [{_num(lo)}, {_num(hi)}]" if lo is not None else " (no interval)")
+    return text + (f" {claim.unit}" if claim.unit else "")
 
 
-def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = None) -> str:
+def _flags(claim: Claim | None, entry: dict) -> list[str]:
+    flags = list(claim.flags) if claim else []
+    if entry["inconsistencies"] and "paper inconsistent" not in flags:
+        flags.append("paper inconsistent")
+    return flags
+
+
+def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = None,
+           figures: dict[str, Path] | None = None) -> str:
     """The text of REPORT.md for the results in `run_dir` (results/<slug>/); figure links are
-    relative to `report_path` (default run_dir/REPORT.md)."""
+    relative to `report_path` (default run_dir/REPORT.md). figures: {paper: forest plot path}."""
     run_dir = Path(run_dir)
     report_dir = Path(report_path).resolve().parent if report_path else run_dir.resolve()
     found = collect(run_dir)
@@ -108,6 +125,10 @@ def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = N
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     notebooks = timings.get("notebooks", {})
     unknown = "unknown (no timings.json)"
+
+    def link(path) -> str:
+        rel = os.path.relpath(path, report_dir)
+        return f"[{Path(path).stem}]({rel})" if Path(path).exists() else f"missing: `{rel}`"
 
     lines = [f"# Replication report: {run_dir.name}", ""]
     env = timings.get("environment", {})
@@ -120,49 +141,63 @@ def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = N
     ]
     if env:
         lines.append(f"- environment: {', '.join(f'{k} {v}' for k, v in env.items())}")
-    lines.append("")
+    lines += ["", "A verdict is what the claim's pre-registered rule (`lib/neuronloc/rules/`) gives on the 95 % "
+              "interval of the estimate (`neuronloc.claims.decide`): **replicated** (the interval is on the "
+              "claimed side of the threshold), **contradicted** (it excludes every effect of at least the "
+              "smallest effect of interest, half the paper's), **inconclusive** (this run cannot tell), **n/a** "
+              "(cannot be measured on this model, or true by construction; the reason is in the notes). "
+              "Flags: `underpowered` — the interval's half-width exceeds the paper's effect; `collapse` — an "
+              "intervention answered one label for >= 90 % of the questions; `paper inconsistent` — the paper's "
+              "own numbers for this claim do not add up (listed under the table).", ""]
     if notebooks:
         lines += ["| notebook | status | wall time | claims |", "| --- | --- | ---: | ---: |"]
         for name, info in sorted(notebooks.items()):
             n_claims = sum(nb == name for nb, _ in found.values())
             lines.append(f"| {name} | {info.get('status', '?')} | {duration(info.get('seconds', 0))} | {n_claims} |")
         lines.append("")
+    protocols = sorted(run_dir.glob("*/protocol.md"))
+    if protocols:
+        lines += ["What decided each notebook's claims (tasks, read-outs, sizes):", ""]
+        lines += [f"- **{p.parent.name}**: {' '.join(p.read_text(encoding='utf-8').split())}" for p in protocols]
+        lines.append("")
 
     # counts per verdict per paper
     rows = {paper: [e for e in registry() if e["paper"] == paper] for paper in PAPERS.values()}
-    header = "| paper | claims | " + " | ".join(VERDICTS) + " | of the n/a: not run yet |"
-    lines += ["## Verdicts", "", header, "|" + " --- |" + " ---: |" * (len(VERDICTS) + 2)]
-    totals = [0] * (len(VERDICTS) + 2)
+    header = "| paper | claims | " + " | ".join(VERDICTS) + " | of the n/a: not run yet | underpowered |"
+    lines += ["## Verdicts", "", header, "|" + " --- |" + " ---: |" * (len(VERDICTS) + 3)]
+    totals = [0] * (len(VERDICTS) + 3)
     for paper, entries in rows.items():
         counts = [len(entries)] + [sum(found[e["id"]][1].verdict == v for e in entries if e["id"] in found)
                                    + (v == "n/a") * sum(e["id"] not in found for e in entries) for v in VERDICTS]
         counts.append(sum(e["id"] not in found for e in entries))
+        counts.append(sum("underpowered" in found[e["id"]][1].flags for e in entries if e["id"] in found))
         totals = [t + c for t, c in zip(totals, counts)]
         lines.append(f"| {paper} | " + " | ".join(map(str, counts)) + " |")
     lines += ["| **all** | " + " | ".join(f"**{t}**" for t in totals) + " |", ""]
 
     for paper, entries in rows.items():
-        lines += [f"## {paper}", "",
-                  "| id | claim | paper value | ours | verdict | figure | notes |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"## {paper}", ""]
+        if figures and paper in figures:
+            lines += [f"Forest plot: {link(figures[paper])}", ""]
+        lines += ["| id | claim | paper value | estimate [95 % CI] | n | rule | verdict | flags | figure | notes |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         flagged = []
         for e in entries:
-            notes = []
+            notes, c = [], None
             if e["id"] in found:
                 notebook, c = found[e["id"]]
-                claim, paper_value, ours, verdict = c.claim, c.paper_value, _ours(c), c.verdict
-                figure = ""
-                if c.figure:
-                    rel = os.path.relpath(c.figure, report_dir)
-                    figure = f"[{Path(c.figure).stem}]({rel})" if Path(c.figure).exists() else f"missing: `{rel}`"
-                notes += [n for n in (c.note, f"({notebook})") if n]
+                claim, paper_value, estimate, verdict = c.claim, c.paper_value, _estimate(c), c.verdict
+                n = f"{c.n} {c.n_of}".strip() if c.estimate is not None else "—"
+                rule = describe(c.rule)
+                figure = link(c.figure) if c.figure else ""
+                notes += [x for x in (c.note, f"({notebook})") if x]
             else:
-                claim, paper_value, ours, verdict, figure = e["claim"], e["paper_value"], "—", NOT_RUN, ""
+                claim, paper_value, estimate, verdict, figure, n, rule = (e["claim"], e["paper_value"], "—", NOT_RUN,
+                                                                          "", "—", "—")
             if e["inconsistencies"]:
                 flagged.append(e)
-                notes.append("⚠ the paper's own numbers are inconsistent (below)")
-            lines.append("| " + " | ".join(_cell(x) for x in (e["id"], claim, paper_value, ours, verdict, figure,
-                                                             " ".join(notes))) + " |")
+            lines.append("| " + " | ".join(_cell(x) for x in (e["id"], claim, paper_value, estimate, n, rule, verdict,
+                                                             ", ".join(_flags(c, e)), figure, " ".join(notes))) + " |")
         if flagged:
             lines += ["", f"Inconsistencies in {paper}'s own numbers (CLAIMS.md):", ""]
             lines += [f"- **{e['id']}**: " + " / ".join(e["inconsistencies"]) for e in flagged]
@@ -170,9 +205,32 @@ def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = N
     return "\n".join(lines)
 
 
-def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+def forest_plots(run_dir: str | os.PathLike, figures_dir: str | os.PathLike) -> dict[str, Path]:
+    """One forest plot per paper (`plots.verdict_forest`) of the claims in run_dir, saved as
+    figures_dir/report_<paper>.png (and .pdf); {paper: png path}. Papers with no measured claim
+    get none."""
+    from . import plots
+
+    found = collect(run_dir)
+    out = {}
+    plots.style()
+    for paper in PAPERS.values():
+        measured = [c for e in registry() if e["paper"] == paper and e["id"] in found
+                    for c in [found[e["id"]][1]] if c.estimate is not None]
+        if not measured:
+            continue
+        fig = plots.verdict_forest(measured, title=f"{paper}: estimates against their pre-registered thresholds")
+        out[paper] = plots.save(fig, f"report_{paper.lower()}", figures_dir)[0]
+    return out
+
+
+def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                 figures_dir: str | os.PathLike | None = None) -> Path:
+    """REPORT.md for run_dir (default run_dir/REPORT.md), with the forest plots in figures_dir
+    (none when figures_dir is None)."""
     out = Path(out) if out else Path(run_dir) / "REPORT.md"
-    text = render(run_dir, out)
+    figures = forest_plots(run_dir, figures_dir) if figures_dir is not None else None
+    text = render(run_dir, out, figures)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out
@@ -187,6 +245,7 @@ def main(argv=None) -> int:
                    help="smoke reads results/smoke/ (as run_notebooks.py writes it); default and paper read results/")
     p.add_argument("--results", type=Path, help="results root (overrides --scale's choice)")
     p.add_argument("--out", type=Path, help="output file (default <results>/<slug>/REPORT.md)")
+    p.add_argument("--figures", type=Path, help="folder of the forest plots (default figures/[smoke/]<slug>)")
     args = p.parse_args(argv)
     if args.model_slug:
         slug = args.model_slug
@@ -196,10 +255,11 @@ def main(argv=None) -> int:
         slug = model_slug(args.model)
     root = args.results or ROOT / "results" / ("smoke" if args.scale == "smoke" else "")
     run_dir = root / slug
+    figures_dir = args.figures or ROOT / "figures" / ("smoke" if args.scale == "smoke" else "") / slug
     if not run_dir.is_dir():
         p.error(f"no results in {run_dir}: run the notebooks first (make reproduce MODEL=... SCALE=...)")
     try:
-        out = write_report(run_dir, args.out)
+        out = write_report(run_dir, args.out, figures_dir)
     except ClaimError as err:
         print(f"error: {err}")
         return 1

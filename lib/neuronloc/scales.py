@@ -23,7 +23,7 @@ class NeuronLLM:
 
     tasks: tuple[str, ...] = tuple(f"neuronllm/{t}" for t in ("ner", "chunking", "sentiment", "commonsense"))  # §4.1: the 4 QATT tasks (load_task names)
     n_train: int = 5  # §4.1: identification examples per task (x 3 proxies = 15 QAs)
-    n_eval: int = 100  # §4.1, A.1: evaluation examples per task (x 3 proxies = 300 QAs)
+    n_eval: int = 300  # §4.1, A.1: 100 evaluation examples per task (50 + 50); ours 300, so the intervals can decide (issue 21)
     n_proxies: int = 3  # §3.3: QATT proxies per example
     ig_steps: int = 16  # §3.1 Eq. 1: m, alpha = k/m (rule "right")
     z: int | float = 5000  # §3.4: per-example good/bad cut; int = count, float = share of the model's neurons
@@ -32,10 +32,12 @@ class NeuronLLM:
     budgets: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 500)  # App C.4 Tab 7: K grid (Commonsense)
     n_layers: int | None = None  # None = every layer (§3.1 scores all FFN layers); N = only the last N (smoke)
     budget_task: str = "neuronllm/commonsense"  # App C.4 Tab 7: the K sweep is on Commonsense
-    n_pool: int = 200  # ours: examples screened for the comprehended / not split of A.1 (the paper does not say)
+    n_pool: int = 400  # ours: examples screened for the comprehended / not split of A.1 (the paper does not say)
     random_seeds: int = 5  # ours: RANDOM drawn this many times (the paper: once)
     n_position: int = 100  # ours: examples of the answer-position vs all-positions ablation
     side_ratios: tuple[float, ...] | None = None  # ratios of the common, cross-task and budget arms (None = `ratios`)
+    n_budget: int | None = None  # ours: evaluation examples of the budget sweep (Tab. 7; None = the whole evaluation set)
+    timing_repetitions: int = 5  # ours: interleaved repetitions of the Fig. 9 timing (NL-36)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class NEG:
     n_neurons: int = 100  # §2.2 Tab 1, §3.2 Tab 2: random neurons per prompt
     top_neurons: int = 100  # App A Tab 5: the top-100-gradient neurons per prompt
     ig_steps: int = 20  # §3.2 Tab 2 IG baseline: Dai et al. (2022)'s m = 20 (rule "linspace")
+    timing_repetitions: int = 10  # ours: interleaved IG / NeurGrad timings, one prompt each, cycling (NG-09; >= 5, issue 19)
     relations: tuple[str, ...] = tuple(f"pararel/{r}" for r in (  # §2.1 MyriadLAMA stand-in: PARAREL relations whose
         "P36", "P103", "P37", "P1376", "P140", "P407"))  # objects SmolLM2-135M often predicts as its top token
     top_k: tuple[int, ...] = (1, 4, 16)  # §3.3 Fig 3: top-K neurons shifted
@@ -104,6 +107,9 @@ class NEG:
     probe_sizes: tuple[int, ...] = tuple(2 ** i for i in range(14))  # §5.3: neuron-set sizes 2^0..2^13
     few_shot: bool = True  # §5.4: zero- and few-shot (#demos = #options); False = zero-shot only
     few_shot_tasks: tuple[str, ...] | None = None  # the tasks also run few-shot (None = every task)
+    few_shot_sizes: tuple[int, int, int] | None = None  # ours: few-shot train / valid / test per task (None = as zero-shot)
+    probe_readout: str | None = None  # ours: read-out of the probe features and LM-Prob (None = each task's NEG read-out)
+    n_paws: int = 6000  # §5.5: PAWS questions of the yes/no NEG mirror (NG-21)
     tree_max_log2: int = 12  # §6.4 fn 13: 2^N trees x depth 2^M, N + M < 12
     window: int = 64  # §6.3: substitutability windows of the ranking (Fig 8 caption says 32)
     robustness_neurons: int = 32  # §6.2, App J: skill neurons compared across 12 PAWS contexts
@@ -118,11 +124,12 @@ class Cross:
     methods: tuple[str, ...] = ("ace", "tn", "qrnca", "kn", "cnl", "neurgrad", "act", "random")  # localization.METHODS
     n_competence: int = 100  # questions per task that choose the read-out (= scripts/competence.py's n)
     n_ident: int = 5  # identification examples per set; two disjoint sets give the stability IoU (NeuronLLM's tr = 5)
-    n_eval: int = 100  # evaluation questions per task (NeuronLLM A.1: 100)
+    n_eval: int = 1000  # evaluation questions per competent task, at most (NeuronLLM A.1: 100; ours: as many as power needs)
     k: int = 100  # budget: neurons per intervention, every method (NeuronLLM's K)
     ig_steps: int | None = None  # IG steps of every IG-based method (None = each method's own: 16, CNL 20)
     random_seeds: int = 5  # RANDOM baselines drawn
     bootstrap: int = 1000  # resamples of the RAC intervals
+    cost_repetitions: int = 5  # interleaved timing repetitions of every method on one question (issue 19: >= 5)
 
 
 @dataclass(frozen=True)
@@ -169,25 +176,31 @@ PAPER = Scale("paper", NeuronLLM(), CNL(), NEG())
 # 100 (0.22 % of 46,080) so the 10 % ratio steps are whole neurons.
 DEFAULT = Scale(
     "default",
-    # notebook 06 in <= 15 min on 2 cores: IG with m = 8 (not 16) on 5 examples, 30 evaluation examples (not 100)
-    # screened from 40, common / cross-task / budget arms at 3 ratios (not 11)
-    NeuronLLM(n_eval=30, ig_steps=8, z=5000 / PAPER_NEURONS, k=100, n_pool=40, n_position=10,
-              side_ratios=(0.0, 0.5, 1.0)),
+    # notebook 06 in <= 15 min on 2 cores, only the competent tasks run (commonsense): IG with m = 8 (not 16) on 5
+    # examples; 280 evaluation examples (not 100, for the intervals) screened from 320; the budget sweep on 60 of them;
+    # common / cross-task / budget arms at 3 ratios (not 11)
+    NeuronLLM(n_eval=280, ig_steps=8, z=5000 / PAPER_NEURONS, k=100, n_pool=320, n_position=10,
+              side_ratios=(0.0, 0.5, 1.0), n_budget=60),
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03 ~12 min,
     # 01 ~13 min (~4 s per prompt for the three localizers, ROME edits ~1 min each), 02 ~5 min
     # (reduced for time; the notebooks say where)
     CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
         data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350,
         n_facts=20, n_reliability=24, n_pairs=40, pair_steps=4, kn_steps=6, n_edits=4, n_edit_layers=6,
-        epochs=(1, 2), n_finetune=8, n_eval=8, n_random=2),
-    # NEG: reduced for time (notebook 04 <= 8 min, 05 <= 10 min on 2 idle cores; the counts are in the notebooks)
-    NEG(fig2_prompts=4, fig2_neurons=64, n_prompts=8, n_neurons=64, top_neurons=64,
+        # enhance: 4 batches x 8 epochs = 32 Adam steps per run, only on the competent modified data sets; lr 1e-4
+        # (the paper's 1e-5 runs thousands of steps) so the loss can move in the steps the budget allows
+        epochs=(1, 4, 8), n_finetune=32, lr=1e-4, n_eval=16, n_random=2),
+    # NEG: reduced for time (notebooks 04 + 05 <= 12 min on 2 idle cores; the counts are in the notebooks)
+    NEG(fig2_prompts=10, fig2_neurons=32, n_prompts=14, n_neurons=64, top_neurons=64,
         relations=("pararel/P36", "pararel/P103", "pararel/P37"),
-        mceval_tasks=tuple(f"mceval8k/{t}" for t in ("ner", "agnews", "paws", "myriadlama", "commensenseqa", "mlama")),
-        n_probe_train=32, n_probe_valid=8, n_probe_test=24, few_shot_tasks=("mceval8k/paws",),
-        tree_max_log2=8),
+        # probes on the MCEval8K task the model is competent at (competence.json: myriadlama, cloze read-out)
+        mceval_tasks=("mceval8k/myriadlama",), probe_readout="cloze",
+        n_probe_train=200, n_probe_valid=80, n_probe_test=200, few_shot_tasks=("mceval8k/myriadlama",),
+        few_shot_sizes=(40, 20, 40), n_paws=40, tree_max_log2=8),
     bootstrap=1000,
-    cross=Cross(n_ident=3, n_eval=40, ig_steps=8),  # m = 8 for every IG method: half the time
+    # 07 <= 14 min on 2 cores: only the competent tasks are localized and evaluated; m = 8 for every IG method (half
+    # the time); the tasks of results/<slug>/competence.json (commensenseqa is not in it: 2.5 min to measure here)
+    cross=Cross(tasks=tuple(t for t in Cross.tasks if t != "mceval8k/commensenseqa"), n_ident=3, n_eval=300, ig_steps=8),
 )
 
 # CI: every code path once, minutes in all; the results mean nothing.
@@ -201,15 +214,16 @@ SMOKE = Scale(
         n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, n_edit_layers=3,
         cov_texts=100,
         epochs=(1,), n_finetune=4, n_eval=4, n_random=1),
-    NEG(shift_step=1.0, fig2_prompts=1, fig2_neurons=10, n_prompts=2, n_neurons=10, top_neurons=10, ig_steps=4,
+    NEG(shift_step=1.0, fig2_prompts=1, fig2_neurons=10, n_prompts=2, n_neurons=10, top_neurons=10, ig_steps=4, timing_repetitions=5,
         relations=("pararel/P103",), top_k=(1, 4),
         attribution_shifts=(0.5, 1.0), multi_sizes=(1, 4, 16), multi_step=0.1, multi_ranges=(0.1, 1.0),
-        mceval_tasks=("mceval8k/paws", "mceval8k/agnews"), n_probe_train=12, n_probe_valid=6, n_probe_test=8,
-        probe_sizes=(1, 4, 16), few_shot_tasks=("mceval8k/paws",), tree_max_log2=3, robustness_neurons=4),
+        mceval_tasks=("mceval8k/myriadlama",), probe_readout="cloze", n_probe_train=12, n_probe_valid=6, n_probe_test=8,
+        probe_sizes=(1, 4, 16), few_shot_tasks=("mceval8k/myriadlama",), few_shot_sizes=(6, 4, 6), n_paws=4,
+        tree_max_log2=3, robustness_neurons=4),
     bootstrap=100,
     competence_n=24,
-    cross=Cross(tasks=("neuronllm/sentiment",), n_ident=1, n_eval=4, k=20,  # read-out from the committed competence.json
-                ig_steps=2, random_seeds=2, bootstrap=100),
+    cross=Cross(tasks=("neuronllm/sentiment", "mceval8k/myriadlama"), n_ident=1, n_eval=8, k=20,  # read-outs from the
+                ig_steps=2, random_seeds=2, bootstrap=100, cost_repetitions=2),  # committed competence.json; sentiment fails it
 )
 
 SCALES = {s.name: s for s in (SMOKE, DEFAULT, PAPER)}

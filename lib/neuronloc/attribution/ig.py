@@ -192,9 +192,10 @@ def _warn_incomplete(lm: LM, key: tuple, missed: dict, steps: int, rule: str) ->
         return
     _WARNED.add((lm.name, *key))
     detail = "; ".join(f"layer {l}: sum IG {s:+.3g} vs F(a) - F(0) {d:+.3g}" for l, (s, d) in sorted(missed.items()))
+    advice = "raise steps" if rule == "linspace" else "raise steps (or use rule 'linspace', which samples alpha = 0)"
     warnings.warn(f"integrated gradients on {lm.name} ({rule}, {steps} steps) miss the completeness check on "
-                  f"{len(missed)} layer(s): {detail}. The path is too steep for the grid: raise steps (or use rule "
-                  f"'linspace'); NeuronScores.meta['completeness'] has every layer. Warned once per setting.",
+                  f"{len(missed)} layer(s): {detail}. The path is too steep for the grid: {advice}; "
+                  f"NeuronScores.meta['completeness'] has every layer. Warned once per setting.",
                   CompletenessWarning, stacklevel=3)
 
 

@@ -6,8 +6,10 @@
   erase_run     every erase of one evaluated data set: Table 3, Fig. 5 (erase) and Table 4 (KN)
   finetune      one restricted fine-tuning run, evaluated after the epochs of Table 2
   ipp           Table 4's IPP from the erase accuracies
-  high_overlap  the rule of claims CN-01 and CN-12
+  high_overlap  the old rule of claims CN-01 and CN-12 (kept for the sensitivity table)
   fmt           a number as the claims' text prints it
+  halves_draws  Table 1 / Fig. 4 / Fig. 6 agreement under a bootstrap over examples within halves
+  claims        the rows of CN-01, CN-12..25 (rules in rules/CN.json)
 
 Accuracies are in % (points) where the name says so; per-question results are `[question]`
 float arrays of 1.0 (right) and 0.0 (wrong).
@@ -19,10 +21,14 @@ import math
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..interventions import answer_batches, evaluate_options, random_neurons, restricted_finetune, zeroed
-from ..metrics import mean_ci
+from .. import metrics
+from ..claims import Claim, Estimate, measured, na
+from ..localization.commonality import chance_overlap, split_halves
+from ..metrics import iou, mean_ci, overlap
 from ..models import LM
 from ..neurons import mask_to_ids
 from ..report import rounded
@@ -99,25 +105,27 @@ def finetune(lm: LM, site: Site, examples: Sequence[Example], neurons, questions
     `[layer, neuron]`) in `mode` ("located", "random", "without") on the answers of `examples`
     (batches of 8) for max(epochs) epochs, at lr with Adam.
 
-    Returns {"acc": {epoch: {data set: accuracy %}}, "losses": [mean loss per epoch]}: after
-    each epoch in `epochs` the accuracy on `questions[name]`, and after the last one on every
-    data set of `questions` (Fig. 5, App. G). lm's weights are as before on return.
+    Returns {"acc": {epoch: {data set: accuracy %}}, "correct": {epoch: {data set: 1/0 per
+    question}}, "losses": [mean loss per epoch]}: after each epoch in `epochs` the accuracy on
+    `questions[name]`, and after the last one on every data set of `questions` (Fig. 5,
+    App. G). lm's weights are as before on return.
     """
     saved = copy.deepcopy(lm.model.state_dict())
     batches = answer_batches(lm, [(e.prompt, " " + e.answer) for e in examples], batch_size=8)
-    accs = {}
+    accs, correct = {}, {}
 
     def after(epoch: int) -> None:
         if epoch in epochs:
             tested = list(questions) if epoch == max(epochs) else [name]
-            accs[epoch] = {t: 100 * evaluate_options(lm, questions[t]).acc for t in tested}
+            correct[epoch] = {t: evaluate_options(lm, questions[t]).correct.numpy().astype(float) for t in tested}
+            accs[epoch] = {t: 100 * float(c.mean()) for t, c in correct[epoch].items()}
 
     try:
         losses = restricted_finetune(lm, site, mask_to_ids(neurons), batches, lr=lr, epochs=max(epochs), mode=mode,
                                      seed=seed, progress=False, after_epoch=after)
     finally:
         lm.model.load_state_dict(saved)
-    return {"acc": accs, "losses": losses}
+    return {"acc": accs, "correct": correct, "losses": losses}
 
 
 def ipp(erased: dict[str, float | list[float]], located_key: str, random_key: str) -> float:
@@ -137,3 +145,256 @@ def high_overlap(overlap: float, chance: float) -> bool:
 def fmt(x) -> str:
     """`x` as the claims' text prints it: `rounded` to two significant digits."""
     return f"{rounded(x)}"
+
+
+def halves_draws(example_scores: dict[str, torch.Tensor], select, sizes=(), cross=(), n_resamples: int = 1000,
+                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 (halves), Fig. 6 (sizes) and Fig. 4 (IoU between data sets) under a bootstrap
+    over examples. Each data set's examples are split once into halves a, b (`split_halves`,
+    seed); draw 0 is that split as it is (the point estimate), draws 1..n_resamples resample
+    each half's examples with replacement (an example never lands in both halves). In each
+    draw, for every size s in `sizes` (at most the data set's examples) and the full size:
+    the masks (`select`) of the first s // 2 examples of a and the first s - s // 2 of b.
+
+    Returns (rows {draw, data, size, overlap, chance, iou} with `chance` the random-set
+    overlap of the two masks' sizes, rows {draw, a, b, iou} of the full-data masks for each
+    pair in `cross`)."""
+    rng = np.random.default_rng(seed)
+    halves = {name: tuple(h.numpy() for h in split_halves(len(s), seed)) for name, s in example_scores.items()}
+    rows, pairs = [], []
+    for draw in range(n_resamples + 1):
+        full = {}
+        for name, s in example_scores.items():
+            a, b = halves[name]
+            if draw:
+                a, b = rng.choice(a, len(a)), rng.choice(b, len(b))
+            n = len(s)
+            for size in sorted({int(x) for x in sizes if 2 <= x < n} | {n}):
+                ka, kb = min(size // 2, len(a)), min(size - size // 2, len(b))
+                ma, mb = select(s[torch.as_tensor(a[:ka])]), select(s[torch.as_tensor(b[:kb])])
+                rows.append({"draw": draw, "data": name, "size": size, "overlap": overlap(ma, mb),
+                             "chance": chance_overlap(int(ma.sum()), int(mb.sum()), ma.numel()), "iou": iou(ma, mb)})
+            if any(name in p for p in cross):
+                full[name] = select(s[torch.as_tensor(np.concatenate([a, b]))])
+        pairs += [{"draw": draw, "a": x, "b": y, "iou": iou(full[x], full[y])} for x, y in cross]
+    return pd.DataFrame(rows), pd.DataFrame(pairs, columns=["draw", "a", "b", "iou"])
+
+
+def draws_estimate(values: pd.Series, n: int, n_of: str, level: float = 0.95) -> Estimate:
+    """An Estimate from per-draw values (index: draw; 0 = the point estimate): the value of
+    draw 0 and the percentile interval of the finite values of the other draws (nan when the
+    point estimate is not finite or fewer than 2 finite draws)."""
+    value = float(values.loc[0])
+    rest = values.drop(index=0).astype(float)
+    rest = rest[np.isfinite(rest)]
+    if not np.isfinite(value):
+        raise ValueError("the point estimate is not finite")
+    if len(rest) < 2:
+        return Estimate(value, n=n, n_of=n_of)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(rest, [alpha, 1 - alpha])
+    return Estimate(value, float(lo), float(hi), n=n, n_of=n_of)
+
+
+def level_draws(halves: pd.DataFrame) -> pd.DataFrame:
+    """`[draw] x data set`: the full-size halves overlap minus the random-set overlap, points."""
+    full = halves[halves["size"] == halves.groupby("data")["size"].transform("max")]
+    return (100 * (full["overlap"] - full["chance"])).to_frame("v").assign(draw=full["draw"].values, data=full["data"].values) \
+        .pivot(index="draw", columns="data", values="v")
+
+
+def slope_draws(halves: pd.DataFrame) -> pd.Series:
+    """Per draw: the mean over data sets (with >= 2 sizes) of the least-squares slope of the
+    halves overlap (points) against log2(size) (Fig. 6: CN-22)."""
+    def one(d):
+        slopes = [np.polyfit(np.log2(g["size"].to_numpy(float)), 100 * g["overlap"].to_numpy(float), 1)[0]
+                  for _, g in d.groupby("data") if g["size"].nunique() >= 2 and np.isfinite(g["overlap"]).all()]
+        return float(np.mean(slopes)) if slopes else np.nan
+    return pd.Series({draw: one(d) for draw, d in halves.groupby("draw")})
+
+
+def normalised_iou_draws(halves: pd.DataFrame, cross: pd.DataFrame, first=("gsm8k", "emotion"),
+                         others=(("gsm8k", "code"), ("emotion", "code"))) -> pd.Series:
+    """Per draw (CN-20): IoU of `first` minus the larger IoU of `others`, each IoU of two data
+    sets' full masks divided by the geometric mean of their own halves IoU (what each mask
+    agrees with itself: the ceiling of its IoU with anything)."""
+    full = halves[halves["size"] == halves.groupby("data")["size"].transform("max")].set_index(["draw", "data"])["iou"]
+    c = cross.set_index(["draw", "a", "b"])["iou"]
+
+    def norm(draw, x, y):
+        ceiling = np.sqrt(full.loc[(draw, x)] * full.loc[(draw, y)])
+        return c.loc[(draw, x, y)] / ceiling if ceiling > 0 else np.nan
+    draws = sorted(set(cross["draw"]))
+    return pd.Series({d: norm(d, *first) - max(norm(d, *o) for o in others) for d in draws})
+
+
+def _per_data(x, codes):
+    """Mean over data sets (codes) of the per-data-set mean of x (last axis rows)."""
+    return float(np.mean([x[..., codes == c].mean() for c in np.unique(codes)]))
+
+
+def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequence[str], sigma: float,
+           sigmas: Sequence[float], halves: pd.DataFrame, cross: pd.DataFrame, kn_halves: pd.DataFrame,
+           var_shares: dict[str, float], erased: dict, enhanced: dict, epochs: Sequence[int],
+           n_resamples: int = 1000, seed: int = 0, notes: dict | None = None, figures: dict | None = None) -> list[Claim]:
+    """CN-01 and CN-12..25 (CN-02..11 are notebooks 01, 02).
+
+    datasets: every data set; competent: those the base model answers above the best trivial
+    answer (interventions.Competence.above_chance), the only ones whose accuracy changes count;
+    trained: the data sets erased and fine-tuned (Tab. 2, 3). halves, cross: `halves_draws` of
+    the CNL masks (sizes of Fig. 6; cross pairs of Fig. 4); kn_halves: `halves_draws` of KN's.
+    var_shares: {data set: % of neurons in the sigma-mask under Eq. 8 as written (variance)}.
+    erased: {data set: `erase_run` output}; enhanced: {(data set, "Located" | "Random" |
+    "W/o located"): `finetune` output}. Intervals: examples (within halves) for the masks,
+    questions (paired, per-data-set means averaged) for accuracies."""
+    notes, figures = notes or {}, figures or {}
+    ci = dict(n_resamples=n_resamples, seed=seed)
+    out = []
+
+    def add(id, est, **kw):
+        out.append(measured(id, est, note=notes.get(id, ""), figure=figures.get(id), **kw))
+
+    def nothing(id, reason):
+        out.append(na(id, reason))
+
+    n_ex = int(halves[halves.draw == 0].groupby("data")["size"].max().sum())
+    levels = level_draws(halves)
+    if "gsm8k" in levels:
+        add("CN-01", draws_estimate(levels["gsm8k"], int(halves.query("draw == 0 and data == 'gsm8k'")["size"].max()), "examples"))
+    else:
+        nothing("CN-01", "GSM8K is not among the data sets at this scale")
+    add("CN-12", draws_estimate(levels.min(axis=1), n_ex, "examples"))
+    nothing("CN-13", "Llama2-13B and GPT-J-6B: the embedded model is SmolLM2-135M only (BIG)")
+    shares = np.array([var_shares[d] for d in datasets])
+    add("CN-14", Estimate.of(metrics.unit_mean_ci(shares, **ci), len(shares), "data sets"))
+
+    # accuracies: rows = questions of the competent trained data sets, concatenated
+    era = [d for d in trained if d in competent]
+    no_task = ("the base model does not beat the best trivial answer on any of the modified data sets "
+               f"({', '.join(trained)}): the precondition of an accuracy change is refuted")
+    fine = [d for d in era if (d, "Located") in enhanced]
+    if fine:
+        codes = np.concatenate([np.full(len(enhanced[d, "Located"]["correct"][min(epochs)][d]), i) for i, d in enumerate(fine)])
+
+        def cat(label, epoch):
+            return np.concatenate([enhanced[d, label]["correct"][epoch][d] for d in fine])
+        conds = [cat(label, e) for e in epochs for label in ("Located", "Random", "W/o located")]
+
+        def min_margin(*xs):
+            c = xs[-1]
+            return min(100 * (_per_data(xs[3 * i], c) - max(_per_data(xs[3 * i + 1], c), _per_data(xs[3 * i + 2], c)))
+                       for i in range(len(epochs)))
+        add("CN-15", Estimate.of(metrics.bootstrap_ci(min_margin, *conds, codes, **ci), len(codes), "questions"))
+        e1 = min(epochs)
+        add("CN-16", Estimate.of(metrics.bootstrap_ci(lambda l, w, c: 100 * (_per_data(l, c) - _per_data(w, c)),
+                                                      cat("Located", e1), cat("W/o located", e1), codes, **ci),
+                                 len(codes), "questions"), flags=["paper inconsistent"])
+        if "emotion" in fine:
+            last = max(epochs)
+            l, w = (enhanced["emotion", k]["correct"][last]["emotion"] for k in ("Located", "W/o located"))
+            add("CN-17", Estimate.of(metrics.diff_ci(100 * l, 100 * w, **ci), len(l), "questions"))
+        else:
+            nothing("CN-17", "emotion is not fine-tuned, or the base model does not beat its best trivial answer "
+                             "(precondition refuted)" if "emotion" in trained else "emotion is not fine-tuned at this scale")
+        # App. G: change on the competent data sets a model was not trained on
+        last = max(epochs)
+        groups = [(d, t) for d in fine for t in competent if t != d]
+        if groups:
+            qid = {t: np.arange(len(erased[t]["base"])) + 10_000 * i for i, t in enumerate(competent)}
+            units = np.concatenate([qid[t] for _, t in groups])
+            gcodes = np.concatenate([np.full(len(qid[t]), i) for i, (_, t) in enumerate(groups)])
+            xs = [np.concatenate([enhanced[d, label]["correct"][last][t] for d, t in groups])
+                  for label in ("Located", "Random", "W/o located")]
+
+            def unseen(l, r, w, c):
+                return 100 * (_per_data(l, c) - max(_per_data(r, c), _per_data(w, c)))
+            add("CN-24", Estimate.of(metrics.bootstrap_ci(unseen, *xs, gcodes, units=units, **ci), len(set(units)), "questions"))
+        else:
+            nothing("CN-24", "no competent data set besides the fine-tuned ones: nothing unseen to test on")
+    else:
+        for id in ("CN-15", "CN-16", "CN-17", "CN-24"):
+            nothing(id, no_task if not era else "no fine-tuning run: no sigma-6 neuron on the competent modified data sets")
+
+    if era:
+        codes = np.concatenate([np.full(len(erased[d]["base"]), i) for i, d in enumerate(era)])
+        xs = []
+        for s in sigmas:
+            xs.append(np.concatenate([erased[d][f"located {s:g}"] for d in era]))
+            xs.append(np.concatenate([np.mean(erased[d][f"random {s:g}"], axis=0) for d in era]))
+
+        def gaps(*x):
+            c = x[-1]
+            return [100 * (_per_data(x[2 * i], c) - _per_data(x[2 * i + 1], c)) for i in range(len(sigmas))]
+        add("CN-18", Estimate.of(metrics.bootstrap_ci(lambda *x: max(gaps(*x)), *xs, codes, **ci), len(codes), "questions"))
+        if len(sigmas) >= 2:
+            logs = np.log2(np.asarray(sigmas, dtype=float))
+            add("CN-19", Estimate.of(metrics.bootstrap_ci(lambda *x: np.polyfit(logs, gaps(*x), 1)[0], *xs, codes, **ci),
+                                     len(codes), "questions"))
+        else:
+            nothing("CN-19", "one sigma at this scale: no trend to measure")
+    else:
+        nothing("CN-18", no_task)
+        nothing("CN-19", no_task)
+
+    if {"gsm8k", "emotion", "code"} <= set(datasets) and len(cross):
+        add("CN-20", draws_estimate(normalised_iou_draws(halves, cross), n_ex, "examples"))
+    else:
+        nothing("CN-20", "needs gsm8k, emotion and code at this scale")
+
+    slopes = slope_draws(halves)
+    if np.isfinite(slopes.loc[0]):
+        add("CN-22", draws_estimate(slopes, n_ex, "examples"))
+    else:
+        nothing("CN-22", "fewer than two data sizes with a non-empty mask in both halves at this scale: no slope")
+    unrelated = [t for t in competent if t not in ("gsm8k", "metamath")]
+    if "metamath" not in datasets or "gsm8k" not in trained:
+        nothing("CN-21", "needs GSM8K modified and Meta_Math evaluated at this scale")
+    elif "metamath" not in competent or not unrelated:
+        nothing("CN-21", "the base model does not beat the best trivial answer on Meta_Math (or on any unrelated data "
+                         "set): a change of its accuracy says nothing about math ability (precondition refuted)")
+    elif ("gsm8k", "Located") not in enhanced:
+        nothing("CN-21", "GSM8K is not fine-tuned: the base model does not beat the best trivial answer on it "
+                         "(precondition refuted), so its enhance arm is not run")
+    else:
+        tested = ["metamath", *unrelated]
+        codes = np.concatenate([np.full(len(erased[t]["base"]), i) for i, t in enumerate(tested)])
+        enh = np.concatenate([enhanced["gsm8k", "Located"]["correct"][max(epochs)][t] for t in tested])
+        ers = np.concatenate([erased[t]["of gsm8k"] for t in tested])
+        base = np.concatenate([erased[t]["base"] for t in tested])
+
+        def related(e, r, b, c):
+            dm = {i: (e[c == i].mean() - b[c == i].mean(), r[c == i].mean() - b[c == i].mean()) for i in np.unique(c)}
+            if 0 not in dm or len(dm) < 2:
+                return np.nan
+            others = [v for i, v in dm.items() if i]
+            return 100 * min(dm[0][0] - np.mean([o[0] for o in others]), np.mean([o[1] for o in others]) - dm[0][1])
+        add("CN-21", Estimate.of(metrics.bootstrap_ci(related, enh, ers, base, codes, **ci), len(codes), "questions"))
+    nothing("CN-23", "a second model (App. F: Llama2-13B / GPT-J) is not available here (BIG)")
+
+    # CN-25: CNL - KN, halves overlap (examples) and IPP (questions, random draws as seeds)
+    cnl_ov = halves[halves["size"] == halves.groupby("data")["size"].transform("max")].groupby("draw")["overlap"].mean()
+    kn_ov = kn_halves[kn_halves["size"] == kn_halves.groupby("data")["size"].transform("max")].groupby("draw")["overlap"].mean()
+    ov = draws_estimate(100 * (cnl_ov - kn_ov), n_ex, "examples")
+    if era:
+        codes = np.concatenate([np.full(len(erased[d]["base"]), i) for i, d in enumerate(era)])
+        loc = np.concatenate([erased[d][f"located {sigma:g}"] for d in era])
+        rnd = np.concatenate([np.asarray(erased[d][f"random {sigma:g}"]) for d in era], axis=1)
+        kn = np.concatenate([erased[d]["kn"] for d in era])
+        knr = np.concatenate([np.asarray(erased[d]["kn random"]) for d in era], axis=1)
+
+        def ipp_gap(l, r, k, kr, c):  # IPP = min over draws of random accuracy - located accuracy, per data set
+            def ipp_of(x, xr):
+                return np.mean([min(xr[j][c == i].mean() for j in range(len(xr))) - x[c == i].mean() for i in np.unique(c)])
+            return 100 * (ipp_of(l, r) - ipp_of(k, kr))
+        ipp_est = Estimate.of(metrics.bootstrap_ci(ipp_gap, loc, rnd, kn, knr, codes, **ci), len(codes), "questions")
+        both = [e for e in (ov, ipp_est) if e.has_interval]
+        if len(both) == 2:
+            est = Estimate(min(ov.value, ipp_est.value), min(ov.lo, ipp_est.lo), min(ov.hi, ipp_est.hi),
+                           n=len(codes), n_of="questions (IPP); examples (overlap)")
+        else:
+            est = Estimate(min(ov.value, ipp_est.value), n=len(codes), n_of="questions (IPP); examples (overlap)")
+        add("CN-25", est)
+    else:
+        nothing("CN-25", no_task + " (IPP is an accuracy change)")
+    order = {f"CN-{i:02d}": i for i in range(1, 26)}
+    return sorted(out, key=lambda c: order[c.id])

@@ -5,6 +5,7 @@ from .core import (
     MCQuestion,
     Task,
     TaskError,
+    balance,
     fixed_options,
     continuation_ids,
     demonstrations,
@@ -19,6 +20,6 @@ from .core import (
 )
 
 __all__ = [
-    "LETTERS", "MCQuestion", "READOUTS", "Task", "TaskError", "continuation_ids", "demonstrations", "few_shot", "fixed_options", "label_token_ids",
+    "LETTERS", "MCQuestion", "READOUTS", "Task", "TaskError", "balance", "continuation_ids", "demonstrations", "few_shot", "fixed_options", "label_token_ids",
     "proxy_orders", "qatt", "read_alike", "render", "sample_distractors", "with_distractors",
 ]

@@ -369,3 +369,30 @@ def fixed_options(stem: str, answer: str, options: Sequence[str], **kwargs) -> M
     if answer not in options:
         raise TaskError(f"answer {answer!r} is not one of the fixed options {list(options)}")
     return MCQuestion(stem=stem, options=tuple(options), answer=list(options).index(answer), **kwargs)
+
+
+def balance(questions: Sequence[MCQuestion], n: int | None = None, seed: int = 0) -> list[MCQuestion]:
+    """A class-balanced evaluation set: the same number of questions for every gold label
+    (the correct option's text), so a constant answer scores 1 / labels (issue 19).
+
+    n: questions in all (rounded down to a multiple of the labels); default as many as the
+    rarest label allows. Questions are drawn per label with `random.Random(seed)` and then
+    kept in their original order. A request for more than the rarest
+    label has is an error that says how many it has.
+    """
+    by_label: dict[str, list[MCQuestion]] = {}
+    for q in questions:
+        by_label.setdefault(q.options[q.answer], []).append(q)
+    if not by_label:
+        raise TaskError("balance needs at least one question")
+    rarest = min(len(v) for v in by_label.values())
+    per_label = rarest if n is None else n // len(by_label)
+    if per_label > rarest or per_label < 1:
+        counts = {label: len(v) for label, v in by_label.items()}
+        raise TaskError(f"cannot draw {per_label} questions per gold label (n={n}, {len(by_label)} labels): "
+                        f"the labels have {counts}; ask for at most {rarest * len(by_label)}")
+    rng = random.Random(seed)
+    chosen = {label: sorted(rng.sample(range(len(v)), per_label)) for label, v in by_label.items()}
+    order = {id(q): i for i, q in enumerate(questions)}
+    picked = [by_label[label][i] for label, idx in chosen.items() for i in idx]
+    return sorted(picked, key=lambda q: order[id(q)])
