@@ -64,10 +64,17 @@ def ig_errors(targets: list[str], steps: int, layers: list[int]) -> dict:
     return out
 
 
-def neurgrad(repeat: int = 3) -> dict:
+def neurgrad(repeat: int = 3, threads: int | None = None) -> dict:
+    """NeurGrad of every option vs one plain forward of the prompt, and its two parts: the
+    prefix forward into the KV cache (compute-bound, ~ a forward) and the answer rows'
+    forward + backward (one position per option: memory-bound, every weight read twice)."""
     from neuronloc.attribution import answer_position_grads
+    from neuronloc.attribution.gradients import answer_position_grads as grads_of
+    from neuronloc.engine import prefix_cache
     from common import timed
 
+    if threads:
+        torch.set_num_threads(threads)
     lm, query = _setup()
     ids = query.prompt[None].to(lm.device)
 
@@ -75,11 +82,24 @@ def neurgrad(repeat: int = 3) -> dict:
         with torch.no_grad():
             return lm.model(input_ids=ids).logits
 
-    t_forward, _ = timed(forward, repeat)
+    def prefix():
+        with torch.no_grad():
+            return prefix_cache(lm, query.prefix)
+
     options = torch.arange(query.n_options)
-    t_neurgrad, (acts, grads, _) = timed(lambda: answer_position_grads(lm, query, options, "answer_prob"), repeat)
-    return {"forward_seconds": t_forward, "neurgrad_seconds": t_neurgrad, "tokens": len(query.prompt),
-            "n_options": query.n_options, "grads_shape": list(grads.shape)}
+    times = {"forward": [], "neurgrad": [], "prefix": []}
+    forward(), answer_position_grads(lm, query, options, "answer_prob"), prefix()  # warm-up
+    for _ in range(repeat):  # interleaved, so machine load hits all three alike
+        for name, fn in (("forward", forward), ("neurgrad", lambda: grads_of(lm, query, options, "answer_prob")),
+                         ("prefix", prefix)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    ratios = sorted(n / f for n, f in zip(times["neurgrad"], times["forward"]))
+    best = {k: min(v) for k, v in times.items()}
+    return {"forward_seconds": best["forward"], "neurgrad_seconds": best["neurgrad"], "prefix_seconds": best["prefix"],
+            "rows_seconds": best["neurgrad"] - best["prefix"], "median_ratio": ratios[len(ratios) // 2],
+            "threads": torch.get_num_threads(), "tokens": len(query.prompt), "n_options": query.n_options}
 
 
 def ig_positions(path: str, steps: int, n_answer: int, layers: list[int] | None = None) -> dict:

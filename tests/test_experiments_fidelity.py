@@ -15,9 +15,12 @@ from scipy import stats
 
 from neuronloc import metrics
 from neuronloc.claims import decide, rule_of
-from neuronloc.experiments.fidelity import (SIZED, activation_test, claims, claims_table, double_zero_table, edit_layers,
+from neuronloc.experiments.fidelity import (OTHER_FACT, OWN, PARAPHRASES, RANDOM_CIRCUIT, SIZED,
+                                            NodeUniverse, activation_test, baseline_table, chance_overlap, claims,
+                                            claims_table, double_zero_table, edit_layers, fact_baselines, fact_edit_layers,
                                             fact_overlaps, fidelity_sets, fidelity_summary, fidelity_table, node_ids,
-                                            sized_circuit, traced_vs_other)
+                                            random_like, recall_table, rome_sweep, sized_circuit, traced_vs_other)
+from neuronloc.experiments.fidelity import DIFFERENT as DIFFERENT_FACTS, RANDOM as RANDOM_SETS
 from neuronloc.localization import Circuit, Fact, Node
 from neuronloc.localization.validation import Localized
 
@@ -45,12 +48,14 @@ def test_fidelity_sets_by_hand(lm):
     heads[1, 2], mlps[2], heads[0, 0] = 0.9, -0.5, 0.3
     c = Circuit(None, heads, mlps, [Node(0, 0), Node(2)], 0.5)
     located = [[_loc([5, 100], [0, 2], c), _loc([], [1], c)], [_loc([7], [2, 1], c), _loc([143], [0], c)]]
-    sets = fidelity_sets(located, lm.site(), sparse=2)
-    assert list(sets) == ["KN", "causal tracing", "knowledge circuit", "circuit, top 2 nodes"]
+    sets = fidelity_sets(located, lm.site(), sparse=2, extra={"x": ([[[1]]], 3)})
+    assert list(sets) == ["KN", "causal tracing", "knowledge circuit", "circuit, top 2 nodes", "x"]
     assert sets["KN"] == ([[[5, 100], []], [[7], [143]]], 144)
     assert sets["causal tracing"] == ([[[0, 2], [1]], [[2, 1], [0]]], 3)
-    assert sets["knowledge circuit"] == ([[[0, 14]] * 2] * 2, 15)  # Node(0, 0) -> 0, the MLP of layer 2 -> 2 x 5 + 4
-    assert sets["circuit, top 2 nodes"] == ([[[7, 14]] * 2] * 2, 15)  # |0.9| (head 1.2 -> 7), then |-0.5| (MLP 2)
+    # Node(0, 0) -> 0, the MLP of layer 2 -> 2 x 5 + 4; circuits are drawn from 3 layers x (4 heads + 1 MLP)
+    assert sets["knowledge circuit"] == ([[[0, 14]] * 2] * 2, NodeUniverse(3, 4)) and len(NodeUniverse(3, 4)) == 15
+    assert sets["circuit, top 2 nodes"] == ([[[7, 14]] * 2] * 2, NodeUniverse(3, 4))  # |0.9| (head 1.2 -> 7), then |-0.5| (MLP 2)
+    assert sets["x"] == ([[[1]]], 3)
 
 
 # three facts x three wordings out of 10 units, worked by hand below
@@ -149,7 +154,7 @@ def test_fidelity_sets_with_the_sized_circuit(lm):
     c = Circuit(None, heads, mlps, [Node(0, 0)], 0.5)
     located = [[_loc([5], [0], c), _loc([6], [1], c)]]
     sets = fidelity_sets(located, lm.site(), sparse=1, sized=lambda circuit: circuit.top(1))
-    assert sets[SIZED] == ([[[7], [7]]], 15)
+    assert sets[SIZED] == ([[[7], [7]]], NodeUniverse(3, 4))
 
 
 def test_fact_overlaps_are_the_per_fact_values_of_the_table():
@@ -168,8 +173,93 @@ def test_edit_layers_exclude_the_last_layer_and_space_the_rest():
 def test_traced_vs_other_by_hand():
     per_layer = pd.DataFrame([{"fact": 0, "layer": l, "prompt kind": "edited wording", "success": s}
                               for l, s in ((0, 1.0), (5, 0.0), (10, 0.5))])
-    t = traced_vs_other(per_layer, {0: 4}, [0, 5, 10])  # traced layer 4 -> nearest edited layer 5
+    t = traced_vs_other(per_layer, {0: 4}, [0, 5, 10])  # traced layer 4 not edited -> nearest edited layer 5
     assert t.iloc[0][["traced layer", "other layers"]].tolist() == [0.0, 0.75]
+    # fact 1 edited at the grid and at its traced layer 3: traced = layer 3, other = the grid's mean (3 is not in it)
+    per_layer = pd.concat([per_layer, pd.DataFrame([{"fact": 1, "layer": l, "prompt kind": k, "success": s}
+                                                    for l, s in ((0, 0.0), (3, 1.0), (5, 1.0), (10, 0.0))
+                                                    for k in ("edited wording", "other wordings")])])
+    t = traced_vs_other(per_layer, {0: 4, 1: 3}, [0, 5, 10]).set_index(["fact", "prompt kind"])
+    assert t.loc[(1, "edited wording")].tolist() == [1.0, pytest.approx(1 / 3)]
+    assert t.loc[(1, "other wordings")].tolist() == [1.0, pytest.approx(1 / 3)] and len(t) == 3
+    # traced layer on the grid: the other layers are the rest of the grid
+    t = traced_vs_other(per_layer, {1: 5}, [0, 5, 10])
+    assert t.iloc[0][["traced layer", "other layers"]].tolist() == [1.0, 0.0]
+
+
+def test_fact_edit_layers_add_the_traced_layer_unless_excluded():
+    grid, excluded = edit_layers(30, 6)
+    assert fact_edit_layers(grid, 3, excluded) == [0, 3, 6, 11, 17, 22, 28]
+    assert fact_edit_layers(grid, 6, excluded) == grid  # already on the grid
+    assert fact_edit_layers(grid, 29, excluded) == grid  # the last layer: an edit cannot act there
+
+
+# ---------------------------------------------------------------- baselines with intervals over facts
+
+def test_node_universe_chance_overlap_by_hand():
+    u = NodeUniverse(3, 4)  # ids: layer x 5 + head, the MLP = 4
+    # one MLP each: P(the same MLP) = 1/3 -> overlap 1/3
+    assert u.random_overlap([4], [9]) == pytest.approx(1 / 3)
+    # 2 heads vs 3 heads of 12: E|A n B| = 6/12, overlap (0.5/2 + 0.5/3)/2
+    assert u.random_overlap([0, 1], [5, 6, 7]) == pytest.approx((0.5 / 2 + 0.5 / 3) / 2)
+    # an MLP alone vs heads alone never meet
+    assert u.random_overlap([4], [0, 1]) == 0.0
+    # mixed: a = 1 head + 1 MLP, b = 2 heads + 1 MLP: E = 1 x 2 / 12 + 1 x 1 / 3
+    e = 2 / 12 + 1 / 3
+    assert chance_overlap([0, 4], [5, 6, 9], u) == pytest.approx((e / 2 + e / 3) / 2)
+    assert chance_overlap([1, 2], [3], 10) == pytest.approx(3 / 20)  # an int universe: (|A| + |B|) / 2N
+
+
+def test_fact_baselines_and_baseline_table_by_hand():
+    sets = {"m": (FACTS, 10)}
+    per = fact_baselines(sets)
+    assert per[("m", PARAPHRASES)].tolist() == pytest.approx(PER_FACT)
+    # fact 0 vs facts 1 and 2, wording by wording (pairs with an empty set left out):
+    # ([1,2],[4]) 0; ([1,2],[1,8,9,6]) (1/2 + 1/4)/2; ([1,2],[4,5]) 0; ([1,2],[6]) 0; ([1,3],[0]) 0; ([1,3],[]) skipped
+    assert per[("m", DIFFERENT_FACTS)].iloc[0] == pytest.approx(0.375 / 5)
+    # fact 1: ([4],[1,2]) 0, ([4],[1,8,9,6]) 0, ([4,5],[1,2]) 0, ([4,5],[6]) 0 -> 0
+    assert per[("m", DIFFERENT_FACTS)].iloc[1] == 0.0
+    # random: fact 1 has one non-empty pair (sizes 1, 2): 3/20
+    assert per[("m", RANDOM_SETS)].tolist() == pytest.approx([(4 / 20 + 4 / 20 + 4 / 20) / 3, 3 / 20, (5 / 20 + 5 / 20 + 2 / 20) / 3])
+    table = baseline_table(per, n_resamples=300, seed=2).set_index("comparison")
+    for comp in (PARAPHRASES, DIFFERENT_FACTS, RANDOM_SETS):
+        v, lo, hi = metrics.unit_mean_ci(100 * per[("m", comp)].to_numpy(), n_resamples=300, seed=2)
+        assert table.loc[comp, ["overlap %", "lo", "hi"]].tolist() == pytest.approx([v, lo, hi])
+        assert table.loc[comp, "facts"] == 3
+    d = metrics.diff_ci(100 * np.array(PER_FACT), 100 * per[("m", RANDOM_SETS)].to_numpy(), n_resamples=300, seed=2)
+    assert table.loc[RANDOM_SETS, ["paraphrases - it (pp)", "diff lo", "diff hi"]].tolist() == pytest.approx(list(d))
+    assert table.loc[RANDOM_SETS, "paraphrases - it (pp)"] == pytest.approx(100 * (np.mean(PER_FACT) - per[("m", RANDOM_SETS)].mean()))
+    assert math.isnan(table.loc[PARAPHRASES, "paraphrases - it (pp)"])
+
+
+def test_random_like_keeps_the_numbers_of_heads_and_mlps():
+    c = Circuit(None, torch.zeros(30, 9), torch.zeros(30), [], 1.0)
+    nodes = [Node(3), Node(1, 2), Node(4, 0), Node(7, 7)]
+    gen = torch.Generator().manual_seed(0)
+    draws = [random_like(nodes, c.all_nodes, gen) for _ in range(50)]
+    assert all(sum(n.head is None for n in d) == 1 and len(set(d)) == 4 for d in draws)
+    assert len({tuple(d) for d in draws}) > 40  # fresh draws
+    # replayed: one randperm of the 270 heads, then one of the 30 MLPs
+    gen = torch.Generator().manual_seed(0)
+    heads = [n for n in c.all_nodes if n.head is not None]
+    h = torch.randperm(270, generator=gen)[:3].tolist()
+    m = torch.randperm(30, generator=gen)[:1].tolist()
+    assert draws[0] == [heads[i] for i in h] + [Node(m[0])]
+
+
+def test_recall_table_by_hand():
+    own = [True, False, True, True]
+    random = np.array([[False, False, True, False], [False, True, False, False]])  # [draw, fact]
+    other = [True, False, False, False]
+    t = recall_table(own, random, other, n_resamples=400, seed=3).set_index("circuit")
+    assert list(t.index) == [OWN, RANDOM_CIRCUIT, OTHER_FACT]
+    assert t.loc[OWN, "recall %"] == 75.0 and t.loc[RANDOM_CIRCUIT, "recall %"] == 25.0 and t.loc[OTHER_FACT, "recall %"] == 25.0
+    assert t.loc[RANDOM_CIRCUIT, "own - it (pp)"] == 50.0 and t.loc[OTHER_FACT, "own - it (pp)"] == 50.0
+    lo, hi = metrics.diff_ci(100 * np.array(own, float), 100 * random.astype(float), n_resamples=400, seed=3)[1:]
+    assert t.loc[RANDOM_CIRCUIT, ["diff lo", "diff hi"]].tolist() == pytest.approx([lo, hi])
+    v, lo, hi = metrics.unit_mean_ci(100 * np.array(own, float), n_resamples=400, seed=3)
+    assert t.loc[OWN, ["recall %", "lo", "hi"]].tolist() == pytest.approx([v, lo, hi])
+    assert (t["facts"] == 4).all()
 
 
 def _claims_inputs(n=12, seed=0):
@@ -217,3 +307,43 @@ def test_claims_inconclusive_when_the_interval_straddles_the_threshold():
     rows = {c.id: c for c in claims(overlaps, kn, rome, recall, n_resamples=500, seed=0)}
     assert rows["CN-05"].ci[0] < 50 < rows["CN-05"].ci[1] and rows["CN-05"].verdict == "inconclusive"
     assert "underpowered" in rows["CN-05"].flags  # half-width > the paper's 42.8 pp effect
+
+
+def test_conclusions_state_the_tables_numbers():
+    import re
+
+    from neuronloc.experiments.fidelity import conclusions
+    from neuronloc.report import rounded
+
+    overlaps, kn, rome, recall = _claims_inputs()
+    rows = claims(overlaps, kn, rome, recall, n_resamples=200, seed=0)
+    sets = {"KN": (FACTS, 10), "causal tracing": ([[[1], [1]], [[2], [3]], [[0], [0]]], 3),
+            SIZED: ([[[4], [4]], [[9], [4]], [[0, 1], [0, 2]]], NodeUniverse(3, 4)), "window 1": ([[[1], [2]]] * 3, 3)}
+    baselines = baseline_table(fact_baselines(sets), n_resamples=200, seed=0)
+    recall_vs = recall_table([True, False, True], np.array([[False, False, True]]), [False, False, False], n_resamples=200, seed=0)
+    rome_gap = pd.DataFrame({"traced - other (pp)": [12.5, -3.25], "lo": [0.0, -10.0], "hi": [25.0, 4.0], "facts": [12, 12]},
+                            index=["edited wording", "other wordings"])
+    text = conclusions(rows, baselines, recall_vs, rome_gap, sensitivity="window 1")
+    by = {c.id: c for c in rows}
+    for id in ("CN-02", "CN-03", "CN-04", "CN-05", "CN-06", "CN-07", "CN-09"):
+        c = by[id]
+        assert f"{rounded(c.estimate)} {c.unit} [{rounded(c.ci[0])}, {rounded(c.ci[1])}]" in text, id
+    b = baselines.set_index(["method", "comparison"])
+    r = b.loc[("causal tracing", RANDOM_SETS)]
+    assert f"{rounded(r['paraphrases - it (pp)'])} [{rounded(r['diff lo'])}, {rounded(r['diff hi'])}]" in text
+    w = b.loc[("window 1", PARAPHRASES)]
+    assert f"window 1: {rounded(w['overlap %'])} [{rounded(w['lo'])}, {rounded(w['hi'])}] %" in text
+    assert "other wordings: -3.2 pp [-10.0, 4.0]" in text  # 2 significant digits
+    assert f"edited wording: {rounded(12.5)} pp [0.0, 25.0]" in text
+    rv = recall_vs.set_index("circuit")
+    assert f"random circuits of the same composition {rounded(rv.loc[RANDOM_CIRCUIT, 'recall %'])} %" in text
+    assert f"another fact's circuit {rounded(rv.loc[OTHER_FACT, 'recall %'])} %" in text
+    assert f"own - other {rounded(rv.loc[OTHER_FACT, 'own - it (pp)'])} pp" in text
+    # every number the text states is one of the values above (ids, counts and sizes aside)
+    allowed = {str(rounded(v)) for c in rows for v in (c.estimate, *(c.ci or ())) if v is not None}
+    allowed |= {str(rounded(v)) for v in baselines.select_dtypes("number").to_numpy().ravel()}
+    allowed |= {str(rounded(v)) for v in recall_vs.select_dtypes("number").to_numpy().ravel()}
+    allowed |= {str(rounded(v)) for v in rome_gap.to_numpy().ravel()} | {"12", "1", "2"}
+    counts = {str(sum(c.verdict == v for c in rows)) for v in ("replicated", "contradicted", "inconclusive", "n/a")}
+    for number in re.findall(r"(?<![\w-])-?\d+(?:\.\d+)?(?![\w-])", re.sub(r"CN-\d\d(\.\.\d\d)?", "", text)):
+        assert number in allowed | counts, number

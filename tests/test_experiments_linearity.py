@@ -59,8 +59,9 @@ def test_on_linear_cuts_either_grid_to_the_range():
 
 def test_at_sampled_picks_the_sampled_neurons_in_study_order():
     grads = [torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]), torch.tensor([[10.0, 11.0, 12.0], [13.0, 14.0, 15.0]])]
-    studies = [{"neurgrad": grads[0], "lpi": torch.tensor([-1.0, -2.0]), "neurons": torch.tensor([4, 0])},  # (1, 1), (0, 0)
-               {"neurgrad": grads[1], "lpi": torch.tensor([-3.0]), "neurons": torch.tensor([5])}]  # (1, 2)
+    from types import SimpleNamespace as Study  # the fields at_sampled reads of a neg.Study
+    studies = [Study(neurgrad=grads[0], lpi=torch.tensor([-1.0, -2.0]), neurons=torch.tensor([4, 0])),  # (1, 1), (0, 0)
+               Study(neurgrad=grads[1], lpi=torch.tensor([-3.0]), neurons=torch.tensor([5]))]  # (1, 2)
     got = at_sampled(studies, "neurgrad")
     assert got.dtype == torch.float64 and got.tolist() == [4.0, 0.0, 15.0]
     assert at_sampled(studies, "lpi").tolist() == [-1.0, -2.0, -3.0]  # already at the sampled neurons

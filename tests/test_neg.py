@@ -156,24 +156,31 @@ def test_grid_is_symmetric_with_the_step():
 
 def test_study_collects_the_same_numbers_as_the_single_calls(lm):
     """neg.study is bookkeeping: every entry equals the library call it stands for."""
+    from dataclasses import asdict
+
+    from neuronloc.configs import StudyConfig
     from neuronloc.neg import study
     q = CLOZE
     deltas = torch.linspace(-2, 2, 5)
-    res = study(lm, q, NEURONS, deltas, top_n=3, top_k=(1, 2), top_k_steps=(0.5, 1.0), multi_sizes=(1, 3),
-                multi_steps={0.5: torch.tensor([0.1, 0.5])}, ig_steps=4, rows=16)
+    config = StudyConfig(top_n=3, top_k=(1, 2), top_k_steps=(0.5, 1.0), multi_sizes=(1, 3),
+                         multi_steps=((0.5, (0.1, 0.5)),), ig_steps=4, rows=16)
+    res = study(lm, q, NEURONS, deltas, config)
+    again = study(lm, q, NEURONS, deltas, StudyConfig(), **asdict(config))  # fields given as overrides
+    assert again.top_k["neurgrad"].shape == (2, 2) and list(again.multi) == [0.5] and torch.equal(again.top, res.top)
     ng = attribute("neurgrad", lm, q).scores
-    assert torch.allclose(res["neurgrad"], ng) and torch.allclose(res["grad"] * torch.sign(res["acts"]), ng, atol=1e-12)
-    assert torch.allclose(res["ig"], attribute("ig", lm, q, target="answer_prob", steps=4, rule="linspace").scores)
+    assert torch.allclose(res.neurgrad, ng) and torch.allclose(res.grad * torch.sign(res.acts), ng, atol=1e-12)
+    assert torch.allclose(res.ig, attribute("ig", lm, q, target="answer_prob", steps=4, rule="linspace").scores)
     lpi = attribute("lpi", lm, q, target="answer_logprob").scores.flatten()[NEURONS]
-    assert torch.allclose(res["lpi"], lpi, rtol=1e-4, atol=2e-6)  # differences of fp32 log-probs
-    assert torch.allclose(res["sweep"], sweep(lm, q, NEURONS, deltas, rows=16))
+    assert torch.allclose(res.lpi, lpi, rtol=1e-4, atol=2e-6)  # differences of fp32 log-probs
+    assert torch.allclose(res.sweep, sweep(lm, q, NEURONS, deltas, rows=16))
     top = ng.flatten().abs().topk(3).indices
-    assert torch.equal(res["top"], top) and torch.allclose(res["top_sweep"], sweep(lm, q, top, deltas, rows=16))
+    assert torch.equal(res.top, top) and torch.allclose(res.top_sweep, sweep(lm, q, top, deltas, rows=16))
     one = polarity_shift(lm, q, top[:1], ng.flatten()[top[:1]], (0.5, 1.0))
-    assert res["top_k"]["neurgrad"].shape == (2, 2) and torch.allclose(res["top_k"]["neurgrad"][0], one.actual)
-    multi = res["multi"][0.5]
+    assert res.top_k["neurgrad"].shape == (2, 2) and torch.allclose(res.top_k["neurgrad"][0], one.actual)
+    multi = res.multi[0.5]
+    assert multi["steps"].tolist() == [0.1, 0.5] and multi["sizes"].tolist() == [1, 3]
     assert multi["actual"].shape == (2, 2) and multi["actual"].abs().max() > 0
-    assert set(res["seconds"]) == {"neurgrad", "grad", "ig", "lpi"}
+    assert set(res.seconds) == {"neurgrad", "grad", "ig", "lpi"}
 
 
 def test_answered_is_the_top_vocabulary_token(lm):

@@ -88,6 +88,23 @@ def test_report_header_and_counts(run_dir):
     assert "| **all** | **97** | **2** | **1** | **1** | **93** | **92** | **1** |" in text
 
 
+def test_repeated_runs_are_compared_and_flagged(run_dir):
+    """reruns/<label>/<notebook>/claims.json of another run: the same verdicts are counted, a
+    different one is listed with both estimates and flagged run-dependent in the main table."""
+    other = run_dir / "reruns" / "cold-2" / "05_neg" / "claims.json"
+    write_claims(other, [measured("NG-03", Estimate(0.62, 0.55, 0.7, 8, "prompts")),   # contradicted -> replicated
+                         measured("NG-04", Estimate(0.5, 0.44, 0.56, 8, "prompts"))])  # replicated in both
+    (other.parent.parent / "note.md").write_text("From an empty cache, same commit.\n")
+    text = report.render(run_dir)
+    assert "**cold-2** (05_neg): 1 of 2 verdicts the same as in this run. From an empty cache, same commit." in text
+    assert "| NG-03 | contradicted: 0.31 [0.28, 0.34] share | replicated: 0.62 [0.55, 0.7] share |" in text
+    rows = _rows(text.split("## NeuronLLM")[1])
+    assert "run-dependent" in rows["NG-03"][7] and "run-dependent" not in rows["NG-04"][7]
+    import shutil
+    shutil.rmtree(run_dir / "reruns")
+    assert "## Repeated runs" not in report.render(run_dir) and "run-dependent" not in _rows(report.render(run_dir))["NG-03"][7]
+
+
 def test_forest_plots_place_each_claim_against_its_threshold(run_dir, tmp_path):
     from neuronloc import plots
     found = report.collect(run_dir)

@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from .configs import ACE, CNL, SPREADS
 from .localization import METHODS
 
 
@@ -33,12 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--split", default="train", help="data split to locate on (default: train)")
     a.add_argument("--n", type=int, default=5, help="number of source examples (NeuronLLM: tr = 5)")
     a.add_argument("--proxies", type=int, default=3, help="QATT proxies per example (NeuronLLM: 3; 1 = no QATT)")
-    a.add_argument("--k", type=int, default=100, help="size of the good and bad sets (NeuronLLM: K = 100)")
+    a.add_argument("--k", type=int, default=ACE.k, help=f"size of the good and bad sets (NeuronLLM: K = {ACE.k})")
     a.add_argument("--z", type=int, default=None,
                    help="per-example set size for additive reordering (default: the paper's 5000 scaled to the model)")
-    a.add_argument("--steps", type=int, default=None, help="IG steps (default 16; CNL: 20 points = S + 1)")
-    a.add_argument("--sigma", type=float, default=6.0, help="CNL sigma-mask threshold (CNL: 6)")
-    a.add_argument("--spread", default="var", choices=["var", "std"], help="CNL spread: variance (as written) or std")
+    a.add_argument("--steps", type=int, default=None,
+                   help=f"IG steps (default: the method's, {ACE.steps}; CNL: {CNL.steps} points = S + 1)")
+    a.add_argument("--sigma", type=float, default=CNL.sigma, help=f"CNL sigma-mask threshold (CNL: {CNL.sigma:g})")
+    a.add_argument("--spread", default=CNL.spread, choices=list(SPREADS), help="CNL spread: variance (as written) or std")
     a.add_argument("--site", default="ffn.mid", choices=["ffn.mid", "ffn.up"], help="neuron site")
     a.add_argument("--seed", type=int, default=0, help="seed for data sampling, QATT shuffles and RANDOM")
     a.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

@@ -18,7 +18,8 @@ per condition instead (the tests and the bench check they agree).
   polarity_shift  k neurons shifted together by step·sign(NEG_i) (NEG §3.3 Fig. 3, §4.2 Fig. 5)
   polarity_shifts several of them in one batched call
   answered        is a prompt's single-token answer the model's top token (NEG §2.1 prompt filter)
-  study           all of the above and the estimators (NeurGrad, CG, IG, LPI) on one prompt (notebook 04)
+  study           all of the above and the estimators (NeurGrad, CG, IG, LPI) on one prompt -> `Study`
+                  (notebook 04; its parameters: `configs.StudyConfig`)
 
 The metrics (`neg_slope`, `pearson_r`, `linear_ratio`, `r_by_range`, `linearity_table`, ...)
 live in `neuronloc.metrics`.
@@ -30,6 +31,7 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
+from .configs import StudyConfig
 from .engine import (Layout, Query, forward_rows, layer_inputs, make_query, option_logits_suffice, prefix_cache,
                      restart_plan, restart_rows, rows_layout)
 from .hooks import Edit, intervene
@@ -220,31 +222,51 @@ def grid(limit: float, step: float) -> torch.Tensor:
     return torch.arange(-n, n + 1, dtype=torch.float64) * step
 
 
-def study(lm: LM, question, neurons, deltas, top_n: int = 100, top_deltas=None, top_k=(1, 4, 16),
-          top_k_steps=(0.1, 0.5, 1.0), multi_sizes=(1, 4, 16), multi_steps=None, ig_steps: int = 20,
-          seed: int = 0, rows: int = 128) -> dict:
-    """Everything NEG §2-§4 measure on one prompt (notebook 04), as plain tensors.
+@dataclass
+class Study:
+    """Everything NEG §2-§4 measure on one prompt (`study`; notebook 04), as plain tensors.
 
-    - estimators at the answer position, each timed (NEG Table 2): "acts" `[layer, neuron]`,
-      "grad" (CG), "neurgrad" (CG·sign(a)), "ig" (IG of the answer probability, `ig_steps`
-      points, rule "linspace" as the NEG reference code); "lpi" `[n]` at `neurons` only;
-      "seconds" {method: wall seconds} (lpi: for the `neurons` alone).
-    - "neurons" `[n]` (sampled by the caller) and "sweep" `[n, D]` on `deltas` (Fig. 2, Tab. 1, 2).
-    - "top" `[top_n]` the largest |NeurGrad| and "top_sweep" `[top_n, D']` on `top_deltas`
-      (default: `deltas`) (App. A Tab. 5).
-    - "top_k" {method: `[len(top_k), S]`}: output shift when the top-K neurons by |score| of
-      neurgrad, grad and ig are shifted by step·sign(score) for the steps `top_k_steps` (Fig. 3).
-    - "multi" {limit: {"sizes", "predicted" `[sizes, S]`, "actual" `[sizes, S]`}}: N random
-      neurons (seeded, per N) shifted by step·sign(NeurGrad) for step in multi_steps[limit],
-      predicted Σ NeurGrad·Δ (Fig. 5, Fig. 14).
+    neurgrad, grad (CG), ig, acts `[layer, neuron]`: the estimators at the answer position and
+      the activations; lpi `[n]` at `neurons` only; seconds {estimator: wall seconds} (NEG Tab. 2;
+      lpi: for the `neurons` alone).
+    neurons `[n]` (sampled by the caller) and sweep `[n, D]` on the study's deltas (Fig. 2, Tab. 1, 2).
+    top `[top_n]` the largest |NeurGrad| and top_sweep `[top_n, D']` on `top_deltas` (App. A Tab. 5).
+    top_k {estimator: `[len(top_k), S]`}: output shift when its top-K neurons by |score| are shifted
+      by step·sign(score), for the steps `top_k_steps` (Fig. 3).
+    multi {limit: {"sizes", "steps", "predicted" `[sizes, S]`, "actual" `[sizes, S]`}}: N random
+      neurons shifted by step·sign(NeurGrad), predicted Σ NeurGrad·Δ (Fig. 5, Fig. 14).
+    """
+
+    neurgrad: torch.Tensor
+    grad: torch.Tensor
+    ig: torch.Tensor
+    acts: torch.Tensor
+    lpi: torch.Tensor
+    seconds: dict
+    neurons: torch.Tensor
+    sweep: torch.Tensor
+    top: torch.Tensor
+    top_sweep: torch.Tensor
+    top_k: dict
+    multi: dict
+
+
+def study(lm: LM, question, neurons, deltas, config: StudyConfig = StudyConfig(), **overrides) -> Study:
+    """Everything NEG §2-§4 measure on one prompt (`Study`): the estimators (NeurGrad, CG, IG with
+    `config.ig_steps` points, rule "linspace" as the NEG reference code, LPI at `neurons`), each
+    timed; the sweep of `neurons` on `deltas`; the sweep of the top-|NeurGrad| neurons; top-K
+    shifts; N random neurons (seeded with `config.seed`, per N) shifted together.
+
+    config: `configs.StudyConfig`; `overrides` replace its fields (`study(..., top_n=64)`).
     """
     import time
 
     from .attribution import attribute
 
+    cfg = replace(config, **overrides) if overrides else config
     site = lm.site()
     neurons = to_ids(neurons)
-    out, seconds = {}, {}
+    seconds = {}
 
     def timed(name, fn):
         start = time.perf_counter()
@@ -254,37 +276,33 @@ def study(lm: LM, question, neurons, deltas, top_n: int = 100, top_deltas=None, 
 
     scores = {"neurgrad": timed("neurgrad", lambda: attribute("neurgrad", lm, question).scores),
               "grad": timed("grad", lambda: attribute("grad", lm, question).scores),
-              "ig": timed("ig", lambda: attribute("ig", lm, question, target="answer_prob", steps=ig_steps,
+              "ig": timed("ig", lambda: attribute("ig", lm, question, target="answer_prob", steps=cfg.ig_steps,
                                                   rule="linspace").scores)}
     lpi = timed("lpi", lambda: attribute("lpi", lm, question, target="answer_logprob", neurons=neurons).scores)
-    out.update(scores)
-    out["acts"] = attribute("activation", lm, question).scores
-    out["lpi"] = lpi.flatten()[neurons]
-    out["seconds"] = seconds
-    out["neurons"] = neurons
-    out["sweep"] = sweep(lm, question, neurons, deltas, rows=rows)
     flat = {name: s.flatten() for name, s in scores.items()}
-    out["top"] = flat["neurgrad"].abs().topk(top_n).indices
-    out["top_sweep"] = sweep(lm, question, out["top"], deltas if top_deltas is None else top_deltas, rows=rows)
-    gen = torch.Generator().manual_seed(seed)
-    picks = {n: torch.randperm(site.n_neurons, generator=gen)[:n] for n in multi_sizes}
+    top = flat["neurgrad"].abs().topk(cfg.top_n).indices
+    top_deltas = deltas if cfg.top_deltas is None else torch.tensor(cfg.top_deltas, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    picks = {n: torch.randperm(site.n_neurons, generator=gen)[:n] for n in cfg.multi_sizes}
+    multi_steps = {limit: torch.as_tensor(steps, dtype=torch.float64) for limit, steps in (cfg.multi_steps or ())}
     runs, where = [], []  # every polarity shift of the prompt in one batched call
     for name, s in flat.items():
-        for k in top_k:
+        for k in cfg.top_k:
             ids = s.abs().topk(k).indices
-            runs.append((ids, s[ids], top_k_steps))
+            runs.append((ids, s[ids], cfg.top_k_steps))
             where.append(("top_k", name))
-    for limit, steps in (multi_steps or {}).items():
-        for n in multi_sizes:
+    for limit, steps in multi_steps.items():
+        for n in cfg.multi_sizes:
             runs.append((picks[n], flat["neurgrad"][picks[n]], steps))
             where.append(("multi", limit))
-    done = polarity_shifts(lm, question, runs, rows=rows) if runs else []
-    out["top_k"], out["multi"] = {}, {}
-    for name in flat:
-        out["top_k"][name] = torch.stack([r.actual for r, w in zip(done, where) if w == ("top_k", name)])
-    for limit, steps in (multi_steps or {}).items():
+    done = polarity_shifts(lm, question, runs, rows=cfg.rows) if runs else []
+    top_k = {name: torch.stack([r.actual for r, w in zip(done, where) if w == ("top_k", name)]) for name in flat}
+    multi = {}
+    for limit, steps in multi_steps.items():
         these = [r for r, w in zip(done, where) if w == ("multi", limit)]
-        out["multi"][limit] = {"sizes": torch.tensor(multi_sizes), "steps": torch.as_tensor(steps, dtype=torch.float64),
-                               "predicted": torch.stack([r.predicted for r in these]),
-                               "actual": torch.stack([r.actual for r in these])}
-    return out
+        multi[limit] = {"sizes": torch.tensor(cfg.multi_sizes), "steps": steps,
+                        "predicted": torch.stack([r.predicted for r in these]),
+                        "actual": torch.stack([r.actual for r in these])}
+    return Study(**scores, acts=attribute("activation", lm, question).scores, lpi=lpi.flatten()[neurons],
+                 seconds=seconds, neurons=neurons, sweep=sweep(lm, question, neurons, deltas, rows=cfg.rows),
+                 top=top, top_sweep=sweep(lm, question, top, top_deltas, rows=cfg.rows), top_k=top_k, multi=multi)

@@ -77,6 +77,33 @@ def collect(run_dir: Path) -> dict[str, tuple[str, Claim]]:
     return found
 
 
+def repeated(run_dir: Path, found: dict[str, tuple[str, Claim]]) -> tuple[list[str], set[str]]:
+    """The report's "Repeated runs" section and the ids whose verdict differs between runs.
+
+    Each run_dir/reruns/<label>/ holds the claims.json of another run of the notebooks
+    (<label>/<notebook>/claims.json, e.g. a second `make reproduce` from an empty cache) and a
+    note.md saying when, from which commit and under what load it ran. Every claim of those
+    notebooks is compared with this run's: same verdict or not, with both estimates."""
+    lines, unstable = [], set()
+    for folder in sorted(p for p in (Path(run_dir) / "reruns").glob("*") if p.is_dir()):
+        other = collect(folder)
+        if not other:
+            continue
+        note = folder / "note.md"
+        notebooks = sorted({nb for nb, _ in other.values()})
+        same = [i for i, (_, c) in other.items() if i in found and found[i][1].verdict == c.verdict]
+        differ = sorted(i for i in other if i in found and i not in same)
+        unstable |= set(differ)
+        lines += [f"**{folder.name}** ({', '.join(notebooks)}): {len(same)} of {len(same) + len(differ)} verdicts "
+                  f"the same as in this run." + (f" {' '.join(note.read_text(encoding='utf-8').split())}" if note.exists() else ""), ""]
+        if differ:
+            lines += ["| id | this run | the other run |", "| --- | --- | --- |"]
+            lines += [f"| {i} | {found[i][1].verdict}: {_estimate(found[i][1])} | {other[i][1].verdict}: "
+                      f"{_estimate(other[i][1])} |" for i in differ]
+            lines.append("")
+    return (["## Repeated runs", ""] + lines if lines else []), unstable
+
+
 def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
@@ -107,10 +134,12 @@ def _estimate(claim: Claim) -> str:
     return text + (f" {claim.unit}" if claim.unit else "")
 
 
-def _flags(claim: Claim | None, entry: dict) -> list[str]:
+def _flags(claim: Claim | None, entry: dict, unstable: set[str] = frozenset()) -> list[str]:
     flags = list(claim.flags) if claim else []
     if entry["inconsistencies"] and "paper inconsistent" not in flags:
         flags.append("paper inconsistent")
+    if entry["id"] in unstable:
+        flags.append("run-dependent")
     return flags
 
 
@@ -148,7 +177,8 @@ def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = N
               "(cannot be measured on this model, or true by construction; the reason is in the notes). "
               "Flags: `underpowered` — the interval's half-width exceeds the paper's effect; `collapse` — an "
               "intervention answered one label for >= 90 % of the questions; `paper inconsistent` — the paper's "
-              "own numbers for this claim do not add up (listed under the table).", ""]
+              "own numbers for this claim do not add up (listed under the table); `run-dependent` — another run "
+              "of the same notebook gave another verdict (Repeated runs).", ""]
     if notebooks:
         lines += ["| notebook | status | wall time | claims |", "| --- | --- | ---: | ---: |"]
         for name, info in sorted(notebooks.items()):
@@ -174,6 +204,8 @@ def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = N
         totals = [t + c for t, c in zip(totals, counts)]
         lines.append(f"| {paper} | " + " | ".join(map(str, counts)) + " |")
     lines += ["| **all** | " + " | ".join(f"**{t}**" for t in totals) + " |", ""]
+    again, unstable = repeated(run_dir, found)
+    lines += again
 
     for paper, entries in rows.items():
         lines += [f"## {paper}", ""]
@@ -197,7 +229,7 @@ def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = N
             if e["inconsistencies"]:
                 flagged.append(e)
             lines.append("| " + " | ".join(_cell(x) for x in (e["id"], claim, paper_value, estimate, n, rule, verdict,
-                                                             ", ".join(_flags(c, e)), figure, " ".join(notes))) + " |")
+                                                             ", ".join(_flags(c, e, unstable)), figure, " ".join(notes))) + " |")
         if flagged:
             lines += ["", f"Inconsistencies in {paper}'s own numbers (CLAIMS.md):", ""]
             lines += [f"- **{e['id']}**: " + " / ".join(e["inconsistencies"]) for e in flagged]

@@ -8,11 +8,15 @@
 reduced counts of the embedded model on 2 CPU cores (all notebooks <= 3 h), `SMOKE` the
 CI-sized ones (`make test`: minutes). Counts are frozen dataclasses; a notebook that needs a
 variant makes one with `dataclasses.replace` and records it. Counts of examples are upper
-bounds: a loader with fewer examples gives what it has.
+bounds: a loader with fewer examples gives what it has. The methods' own parameters (IG steps,
+k, sigma, the KN threshold) are declared once in `neuronloc.configs`; the defaults here read
+them from there, and `scale.cnl.method()` / `scale.cross.method(name)` give the config objects.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from . import configs
 
 PAPER_NEURONS = 352_256  # LLaMA 2-7B FFN neurons (32 x 11,008), the base of NeuronLLM's z and K
 
@@ -25,9 +29,9 @@ class NeuronLLM:
     n_train: int = 5  # §4.1: identification examples per task (x 3 proxies = 15 QAs)
     n_eval: int = 300  # §4.1, A.1: 100 evaluation examples per task (50 + 50); ours 300, so the intervals can decide (issue 21)
     n_proxies: int = 3  # §3.3: QATT proxies per example
-    ig_steps: int = 16  # §3.1 Eq. 1: m, alpha = k/m (rule "right")
+    ig_steps: int = configs.ACE.steps  # §3.1 Eq. 1: m, alpha = k/m (rule "right")
     z: int | float = 5000  # §3.4: per-example good/bad cut; int = count, float = share of the model's neurons
-    k: int | float = 100  # §4.4: good and bad neurons each, and the intervention budget; int or share as z
+    k: int | float = configs.ACE.k  # §4.4: good and bad neurons each, and the intervention budget; int or share as z
     ratios: tuple[float, ...] = tuple(i / 10 for i in range(11))  # §4.4: good:bad share of the budget, 0-100 % step 10 %
     budgets: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 500)  # App C.4 Tab 7: K grid (Commonsense)
     n_layers: int | None = None  # None = every layer (§3.1 scores all FFN layers); N = only the last N (smoke)
@@ -44,8 +48,8 @@ class NeuronLLM:
 class CNL:
     """Fidelity / reliability tests, decoupling, CNL masks, erase and enhance (notebooks 03-04)."""
 
-    ig_steps: int = 19  # §5.1 Eq. 7: S (S + 1 = 20 points, rule "linspace")
-    sigma: float = 6.0  # §5.1 Eq. 8: mask threshold
+    ig_steps: int = configs.CNL.steps - 1  # §5.1 Eq. 7: S (S + 1 = 20 points, rule "linspace")
+    sigma: float = configs.CNL.sigma  # §5.1 Eq. 8: mask threshold
     sigmas: tuple[float, ...] = (3.0, 6.0, 12.0)  # §5.4 Tab 3: erase at each sigma
     n_localize: tuple[tuple[str, int], ...] = (  # §5.3: (load_examples name, examples) per data set, split into two halves
         ("gsm8k", 1600), ("emotion", 2400), ("code", 1200), ("metamath", 700), ("imdb", 800))
@@ -73,6 +77,10 @@ class CNL:
         """{data set: examples} of `n_localize`."""
         return dict(self.n_localize)
 
+    def method(self, sigma: float | None = None, spread: str = configs.CNL.spread) -> configs.CNL:
+        """The CNL localizer of this scale: Eq. 7 on S + 1 points, Eq. 8 at `sigma` (default `self.sigma`)."""
+        return configs.CNL(sigma=self.sigma if sigma is None else sigma, spread=spread, steps=self.ig_steps + 1)
+
 
 @dataclass(frozen=True)
 class NEG:
@@ -87,7 +95,7 @@ class NEG:
     n_prompts: int = 1000  # §2.2 Tab 1, §3.2 Tab 2: prompts the model answers correctly (MyriadLAMA)
     n_neurons: int = 100  # §2.2 Tab 1, §3.2 Tab 2: random neurons per prompt
     top_neurons: int = 100  # App A Tab 5: the top-100-gradient neurons per prompt
-    ig_steps: int = 20  # §3.2 Tab 2 IG baseline: Dai et al. (2022)'s m = 20 (rule "linspace")
+    ig_steps: int = configs.StudyConfig.ig_steps  # §3.2 Tab 2 IG baseline: Dai et al. (2022)'s m = 20 (rule "linspace")
     timing_repetitions: int = 10  # ours: interleaved IG / NeurGrad timings, one prompt each, cycling (NG-09; >= 5, issue 19)
     relations: tuple[str, ...] = tuple(f"pararel/{r}" for r in (  # §2.1 MyriadLAMA stand-in: PARAREL relations whose
         "P36", "P103", "P37", "P1376", "P140", "P407"))  # objects SmolLM2-135M often predicts as its top token
@@ -125,11 +133,15 @@ class Cross:
     n_competence: int = 100  # questions per task that choose the read-out (= scripts/competence.py's n)
     n_ident: int = 5  # identification examples per set; two disjoint sets give the stability IoU (NeuronLLM's tr = 5)
     n_eval: int = 1000  # evaluation questions per competent task, at most (NeuronLLM A.1: 100; ours: as many as power needs)
-    k: int = 100  # budget: neurons per intervention, every method (NeuronLLM's K)
+    k: int = configs.ACE.k  # budget: neurons per intervention, every method (NeuronLLM's K)
     ig_steps: int | None = None  # IG steps of every IG-based method (None = each method's own: 16, CNL 20)
     random_seeds: int = 5  # RANDOM baselines drawn
     bootstrap: int = 1000  # resamples of the RAC intervals
     cost_repetitions: int = 5  # interleaved timing repetitions of every method on one question (issue 19: >= 5)
+
+    def method(self, name: str, seed: int = 0) -> configs.MethodConfig:
+        """The config of localizer `name` under this protocol: budget k, IG steps (None: the method's own)."""
+        return configs.method_config(name, k=self.k, steps=self.ig_steps, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -182,11 +194,11 @@ DEFAULT = Scale(
     NeuronLLM(n_eval=280, ig_steps=8, z=5000 / PAPER_NEURONS, k=100, n_pool=320, n_position=10,
               side_ratios=(0.0, 0.5, 1.0), n_budget=60),
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03 ~12 min,
-    # 01 ~13 min (~4 s per prompt for the three localizers, ROME edits ~1 min each), 02 ~5 min
-    # (reduced for time; the notebooks say where)
+    # 02 ~5 min (reduced for time; the notebooks say where). 01 at this scale: 34 min (20 facts: KN m = 20, ROME-style tracing with
+    # 10 noise draws and a 10-layer window, ROME edits at 3 grid layers + each fact's traced layer)
     CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
         data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350,
-        n_facts=20, n_reliability=24, n_pairs=40, pair_steps=4, kn_steps=6, n_edits=4, n_edit_layers=6,
+        n_facts=20, n_reliability=24, n_pairs=40, pair_steps=4, kn_steps=20, n_edits=20, n_edit_layers=3,
         # enhance: 4 batches x 8 epochs = 32 Adam steps per run, only on the competent modified data sets; lr 1e-4
         # (the paper's 1e-5 runs thousands of steps) so the loss can move in the steps the budget allows
         epochs=(1, 4, 8), n_finetune=32, lr=1e-4, n_eval=16, n_random=2),

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..configs import CNL, KN
 from ..neurons import bottom_k, ids_to_mask, top_k
 
 
@@ -74,7 +75,7 @@ class Selection(NamedTuple):
     ids: torch.Tensor   # [n] flat ids, ranked: most examples first, then mean score, then flat id
 
 
-def kn_select(example_scores: torch.Tensor, threshold: float = 0.2, share: float = 0.5,
+def kn_select(example_scores: torch.Tensor, threshold: float = KN.threshold, share: float = KN.share,
               k: int | None = None) -> Selection:
     """Knowledge-neuron refining (Dai et al. 2022 §3.2; NeuronLLM §4.3 'KN').
 
@@ -102,7 +103,7 @@ def kn_select(example_scores: torch.Tensor, threshold: float = 0.2, share: float
 
 # ---------------------------------------------------------------- CNL sigma-mask
 
-def sigma_mask(scores: torch.Tensor, sigma: float = 6.0, spread: str = "var") -> torch.Tensor:
+def sigma_mask(scores: torch.Tensor, sigma: float = CNL.sigma, spread: str = CNL.spread) -> torch.Tensor:
     """CNL Eq. 8: mask = |score - mean| > sigma * spread, mean/spread over all neurons.
 
     scores: `[layer, neuron]` -> bool `[layer, neuron]`. spread="var" (default) is the

@@ -4,7 +4,7 @@
   on_linear        a sweep restricted to the linear range Δ in [-2, 2] (Tables 1, 2, 5)
   at_sampled       an estimator's values at the sampled neurons of every prompt (Table 2)
 
-A *study* is the dict `neg.study` returns for one prompt; the notebook keeps one per prompt,
+A *study* is the `neg.Study` that `neg.study` returns for one prompt; the notebook keeps one per prompt,
 in prompt order, in `studies`.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from scipy import stats
 
 from .. import metrics, neg
 from ..models import LM
+from ..neg import Study
 from ..tasks.loaders import Example, load_examples
 
 
@@ -48,11 +49,12 @@ def on_linear(sweep: torch.Tensor, full_grid: torch.Tensor, linear_grid: torch.T
     return metrics.in_range(deltas, sweep, limit)[1]
 
 
-def at_sampled(studies: Sequence[dict], name: str) -> torch.Tensor:
+def at_sampled(studies: Sequence[Study], name: str) -> torch.Tensor:
     """Estimator `name` ("neurgrad", "grad", "ig": `[layer, neuron]` per study; "lpi": already
     `[n]` at the sampled neurons) at each study's sampled neurons, concatenated over the
     studies in order: `[Σ n]` float64, aligned with the rows of their sweeps."""
-    return torch.cat([s[name].flatten()[s["neurons"]] if s[name].ndim == 2 else s[name] for s in studies]).double()
+    picked = [getattr(s, name) for s in studies]
+    return torch.cat([v.flatten()[s.neurons] if v.ndim == 2 else v for v, s in zip(picked, studies)]).double()
 
 
 # ---------------------------------------------------------------- claims (NG-01 ... NG-14, NG-30 ... NG-33)
@@ -65,7 +67,7 @@ def _r(x, y) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def collect(studies: Sequence[dict], full_grid: torch.Tensor, linear_grid: torch.Tensor, cfg, n_inner: int,
+def collect(studies: Sequence[Study], full_grid: torch.Tensor, linear_grid: torch.Tensor, cfg, n_inner: int,
             n_layers: int) -> dict:
     """What the claims of notebook 04 need from the per-prompt studies, as numpy arrays with
     the prompt of every row (so intervals resample prompts, the independent unit):
@@ -79,31 +81,31 @@ def collect(studies: Sequence[dict], full_grid: torch.Tensor, linear_grid: torch
       layer_mean, layer_var `[layer]` (mean |NeurGrad| and variance of NeurGrad per layer).
     """
     names = {"NeurGrad": "neurgrad", "CG": "grad", "IG": "ig", "LPI": "lpi"}
-    sweeps = [on_linear(s["sweep"], full_grid, linear_grid, cfg.linear_range) for s in studies]
+    sweeps = [on_linear(s.sweep, full_grid, linear_grid, cfg.linear_range) for s in studies]
     truth = torch.cat([metrics.neg_slope(linear_grid, w) for w in sweeps]).numpy()
     r_lin = torch.cat([metrics.pearson_r(linear_grid, w) for w in sweeps]).numpy()
     prompt = np.concatenate([np.full(len(w), i) for i, w in enumerate(sweeps)])
     limits = [r for r in (0.2, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0) if r >= cfg.shift_step - 1e-9]
-    fig2 = [s for s in studies[:cfg.fig2_prompts] if s["sweep"].shape[1] == len(full_grid)]
-    fig2_r = np.array([metrics.r_by_range(full_grid, s["sweep"], limits).numpy() for s in fig2]).reshape(len(fig2), len(limits))
-    top_r = [metrics.pearson_r(linear_grid, on_linear(s["top_sweep"], full_grid, linear_grid, cfg.linear_range)).numpy()
+    fig2 = [s for s in studies[:cfg.fig2_prompts] if s.sweep.shape[1] == len(full_grid)]
+    fig2_r = np.array([metrics.r_by_range(full_grid, s.sweep, limits).numpy() for s in fig2]).reshape(len(fig2), len(limits))
+    top_r = [metrics.pearson_r(linear_grid, on_linear(s.top_sweep, full_grid, linear_grid, cfg.linear_range)).numpy()
              for s in studies]
-    neurgrad = torch.stack([s["neurgrad"] for s in studies]).double()  # [prompt, layer, neuron]
-    acts = torch.stack([s["acts"] for s in studies]).double()
-    multi = studies[0]["multi"]
+    neurgrad = torch.stack([s.neurgrad for s in studies]).double()  # [prompt, layer, neuron]
+    acts = torch.stack([s.acts for s in studies]).double()
+    multi = studies[0].multi
     return {
         "prompt": prompt, "truth": truth, "linear": np.nan_to_num(np.abs(r_lin), nan=0.0) >= cfg.linear_r,
         "est": {k: at_sampled(studies, v).numpy() for k, v in names.items()},
         "fig2_r": fig2_r, "limits": limits,
         "top_linear": np.array([np.nan_to_num(np.abs(r), nan=0.0) >= cfg.linear_r for r in top_r]),
-        "top_layer": np.array([(s["top"] // n_inner).numpy() for s in studies]), "n_layers": n_layers,
+        "top_layer": np.array([(s.top // n_inner).numpy() for s in studies]), "n_layers": n_layers,
         "n_neurons": n_layers * n_inner,
-        "top_k": {m: np.array([s["top_k"][m].numpy() for s in studies]) for m in ("neurgrad", "grad", "ig")},
+        "top_k": {m: np.array([s.top_k[m].numpy() for s in studies]) for m in ("neurgrad", "grad", "ig")},
         "top_k_sizes": list(cfg.top_k),
         "sizes": list(cfg.multi_sizes), "ranges": list(multi),
-        "multi_r": {lim: np.array([[metrics.pearson_r(s["multi"][lim]["predicted"][j], s["multi"][lim]["actual"][j]).item()
+        "multi_r": {lim: np.array([[metrics.pearson_r(s.multi[lim]["predicted"][j], s.multi[lim]["actual"][j]).item()
                                     for j in range(len(cfg.multi_sizes))] for s in studies]) for lim in multi},
-        "multi_shift": {lim: np.array([s["multi"][lim]["actual"][:, -1].abs().numpy() for s in studies]) for lim in multi},
+        "multi_shift": {lim: np.array([s.multi[lim]["actual"][:, -1].abs().numpy() for s in studies]) for lim in multi},
         "multi_range": cfg.multi_range,
         "top10": np.array([metrics.top_share(g, 0.1) for g in neurgrad]),
         "within10": (acts.abs() <= 10).double().mean((1, 2)).numpy(),

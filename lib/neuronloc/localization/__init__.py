@@ -2,7 +2,8 @@
 
 `locate` runs the task-level methods of the three papers under one protocol
 (NeuronLLM ACE, TN, QRNCA, KN, ACT, RANDOM; NEG NeurGrad; CNL sigma-mask), each a
-`Method` that names its scorer, target and aggregation. The CNL paper's per-fact
+`Method` that names its scorer, target and aggregation, with its parameters in a config
+of the same name (`neuronloc.configs`: `locate(lm, questions, KN(k=50))`). The CNL paper's per-fact
 baselines live beside it as functions: causal tracing (`causal_trace`), the ROME
 rank-one edit (`rome_edit`, `applied`) and knowledge circuits (`knowledge_circuit`,
 `circuit_recall`), all reading a `Fact` (`make_fact`). `commonality` holds CNL's

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from ..attribution.aggregate import kn_select, sigma_mask
+from ..configs import CNL, KN
 from ..engine import Query, make_query
 from ..metrics import iou, neuron_fraction, overlap, random_overlap
 
@@ -39,12 +40,12 @@ def answer_queries(lm, examples, max_answer_tokens: int | None = None) -> list[Q
     return out
 
 
-def select_cnl(sigma: float = 6.0, spread: str = "var") -> Selection:
+def select_cnl(sigma: float = CNL.sigma, spread: str = CNL.spread) -> Selection:
     """CNL Eq. 8 on the mean over examples (Eq. 7's expectation over the data set)."""
     return lambda example_scores: sigma_mask(example_scores.mean(0), sigma, spread)
 
 
-def select_kn(threshold: float = 0.2, share: float = 0.5) -> Selection:
+def select_kn(threshold: float = KN.threshold, share: float = KN.share) -> Selection:
     """KN (Dai et al. 2022): per example the neurons above `threshold` x its max score,
     kept in at least `share` of the examples (`kn_select`)."""
     return lambda example_scores: kn_select(example_scores, threshold, share).mask

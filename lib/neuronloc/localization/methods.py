@@ -15,7 +15,7 @@ Per-question scores are cached on disk (`store`), so an interrupted run resumes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from ..attribution import attribute
 from ..attribution.aggregate import ace, kn_select, scale_z, sigma_mask
+from ..configs import ACE, CONFIGS, KN, MethodConfig, method_config
+from ..configs import CNL as CNLConfig
 from ..models import LM
 from ..neurons import bottom_k, top_k
 from ..parallel import Shard, gather
@@ -44,57 +46,58 @@ class Located:
     good: torch.Tensor
     bad: torch.Tensor
     example_scores: torch.Tensor | None = None
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # the config's fields, the scorer's, and what the aggregation derived
+    config: MethodConfig | None = None
 
 
 NONE = torch.empty(0, dtype=torch.long)
 
 
 # ---------------------------------------------------------------- aggregations
-# Each maps per-example scores `[example, layer, neuron]` and the options of `locate`
-# to (task-level scores `[layer, neuron]`, good, bad, the parameters it used).
+# Each maps per-example scores `[example, layer, neuron]` and the method's config to
+# (task-level scores `[layer, neuron]`, good, bad, what it derived: z of the reordering).
 
-def _additive(per_example, o) -> tuple:
+def _additive(per_example, cfg: ACE) -> tuple:
     """NeuronLLM Eq. 4-5 additive reordering; z defaults to the paper's fraction (`scale_z`)."""
-    z = o["z"] or scale_z(per_example[0].numel(), o["k"])
-    res = ace(per_example, z, o["k"])
+    z = cfg.z or scale_z(per_example[0].numel(), cfg.k)
+    res = ace(per_example, z, cfg.k)
     return res.scores, res.good, res.bad, {"z": z}
 
 
-def _kn(per_example, o) -> tuple:
+def _kn(per_example, cfg: KN) -> tuple:
     """KN count-based refining (Dai et al. 2022): kept in enough examples, then by count and mean."""
-    sel = kn_select(per_example, o["kn_threshold"], o["kn_share"], o["k"])
-    return per_example.mean(0), sel.ids, NONE, {"threshold": o["kn_threshold"], "share": o["kn_share"]}
+    sel = kn_select(per_example, cfg.threshold, cfg.share, cfg.k)
+    return per_example.mean(0), sel.ids, NONE, {}
 
 
-def _mean(per_example, o) -> tuple:
+def _mean(per_example, cfg) -> tuple:
     """Mean over examples; good = top k, bad = bottom k (most negative)."""
     scores = per_example.mean(0)
-    return scores, top_k(scores, o["k"]), bottom_k(scores, o["k"]), {}
+    return scores, top_k(scores, cfg.k), bottom_k(scores, cfg.k), {}
 
 
-def _mean_top(per_example, o) -> tuple:
+def _mean_top(per_example, cfg) -> tuple:
     """Mean over examples; good = top k, no bad set (ACT)."""
     scores = per_example.mean(0)
-    return scores, top_k(scores, o["k"]), NONE, {}
+    return scores, top_k(scores, cfg.k), NONE, {}
 
 
-def _sigma(per_example, o) -> tuple:
+def _sigma(per_example, cfg: CNLConfig) -> tuple:
     """CNL Eq. 8: the sigma-mask of the mean score, ranked by |score|."""
     scores = per_example.mean(0)
-    mask = sigma_mask(scores, o["sigma"], o["spread"])
+    mask = sigma_mask(scores, cfg.sigma, cfg.spread)
     ids = torch.nonzero(mask.flatten())[:, 0]
     ids = ids[torch.argsort(-scores.flatten()[ids].abs(), stable=True)]
-    return scores, ids, NONE, {"sigma": o["sigma"], "spread": o["spread"]}
+    return scores, ids, NONE, {}
 
 
 @dataclass(frozen=True)
 class Method:
-    """A localization method: which scorer with which target, then which aggregation.
+    """A localization method: which scorer with which target, then which aggregation
+    (its parameters: the config of the same name, `neuronloc.configs`).
 
     free_form: takes free-form examples (prompt, answer) instead of multiple choice.
     per_question: scores each question (False: one draw for the task, as RANDOM).
-    steps: default IG steps (None: the scorer takes none).
     """
 
     scorer: str
@@ -102,19 +105,19 @@ class Method:
     aggregate: Callable
     free_form: bool = False
     per_question: bool = True
-    steps: int | None = None
 
 
 METHODS: dict[str, Method] = {
-    "ace": Method("ig", "option_prob", _additive, steps=16),
-    "tn": Method("ig", "prob_margin", _additive, steps=16),
-    "qrnca": Method("ig", "answer_prob", _additive, steps=16),
-    "kn": Method("ig", "answer_prob", _kn, steps=16),
+    "ace": Method("ig", "option_prob", _additive),
+    "tn": Method("ig", "prob_margin", _additive),
+    "qrnca": Method("ig", "answer_prob", _additive),
+    "kn": Method("ig", "answer_prob", _kn),
     "neurgrad": Method("neurgrad", "answer_prob", _mean),
     "act": Method("activation", "answer_prob", _mean_top),
     "random": Method("random", "answer_prob", _mean_top, per_question=False),
-    "cnl": Method("ig_positions", "answer_prob", _sigma, free_form=True, steps=20),
+    "cnl": Method("ig_positions", "answer_prob", _sigma, free_form=True),
 }
+assert METHODS.keys() == CONFIGS.keys(), "every method has a config of the same name (neuronloc.configs)"
 
 
 def question_scores(lm: LM, questions, scorer: str, target: str, store: Store | None = None,
@@ -157,47 +160,43 @@ def by_example(questions, scores: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(order), *scores.shape[1:], dtype=scores.dtype).index_add_(0, index, scores)
 
 
-def locate(lm: LM, questions, method: str = "ace", k: int = 100, z: int | None = None, steps: int | None = None,
-           store: Store | None = None, progress: bool = True, seed: int = 0, sigma: float = 6.0,
-           spread: str = "var", kn_threshold: float = 0.2, kn_share: float = 0.5, site: str = "ffn.mid",
-           batch_size: int | None = None, readout: str | None = None, layers=None) -> Located:
+def locate(lm: LM, questions, method: str | MethodConfig = "ace", *, store: Store | None = None,
+           progress: bool = True, site: str = "ffn.mid", batch_size: int | None = None, readout: str | None = None,
+           layers=None, **options) -> Located:
     """Locate the neurons of a task.
 
     questions: QATT proxies (MCQuestions; proxies of one example share a uid) or, for
       cnl, free-form examples with `prompt` and `answer`.
-    k: size of the good (and bad) sets; z: per-example set size of additive
-      reordering (default: `scale_z`, the paper's 5000-of-352,256 fraction).
-    steps: IG steps (default: the method's, 16 for ig, CNL's S+1 = 20 for ig_positions).
+    method: a config (`neuronloc.configs`: `ACE(k=100, z=None, steps=16)`, `KN(k, threshold,
+      share, steps)`, `CNL(sigma, spread, steps)`, ...) or a method name, whose defaults the
+      `options` replace (`locate(lm, q, "kn", k=50)`; options of other methods are ignored,
+      so one call sweeps methods; `configs.method_config`).
     readout: how multiple-choice answers are read (default: each question's own).
     layers: score only these layers (default all); the others score 0 (never selected
       unless fewer neurons than k score non-zero). RANDOM always draws from every layer.
+    batch_size: IG grid points per forward (memory, not results).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    m = METHODS[method]
-    for name, value in (("k", k), ("z", z), ("steps", steps)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+    cfg = method_config(method, **options)
+    m = METHODS[cfg.name]
     questions = list(questions)
     if m.per_question:
-        _check_kind(questions, method, m)
-    options = dict(k=k, z=z, sigma=sigma, spread=spread, kn_threshold=kn_threshold, kn_share=kn_share)
+        _check_kind(questions, cfg.name, m)
     if not m.per_question:
-        scores = attribute(m.scorer, lm, None, seed=seed, site=site).scores
-        _, good, bad, used = m.aggregate(scores[None], options)
-        return Located(method, scores, good, bad, None, {"seed": seed, "k": k, **used})
+        scores = attribute(m.scorer, lm, None, seed=cfg.seed, site=site).scores
+        _, good, bad, used = m.aggregate(scores[None], cfg)
+        return Located(cfg.name, scores, good, bad, None, {**asdict(cfg), **used}, cfg)
     params: dict = {"site": site}
-    if m.steps is not None:
-        params.update(steps=steps or m.steps, batch_size=batch_size)
+    if hasattr(cfg, "steps"):
+        params.update(steps=cfg.steps, batch_size=batch_size)
     if readout is not None and not m.free_form:
         params["readout"] = readout
     if layers is not None:
         params["layers"] = sorted(int(l) for l in layers)
-    per_question = question_scores(lm, questions, m.scorer, m.target, store, progress, desc=method, **params)
+    per_question = question_scores(lm, questions, m.scorer, m.target, store, progress, desc=cfg.name, **params)
     per_example = by_example(questions, per_question.nan_to_num(0.0))  # skipped layers are NaN: score 0
-    scores, good, bad, used = m.aggregate(per_example, options)
-    info = {"k": k, **{p: v for p, v in params.items() if p != "batch_size"}, **used}
-    return Located(method, scores, good, bad, per_example, info)
+    scores, good, bad, used = m.aggregate(per_example, cfg)
+    info = {**asdict(cfg), **{p: v for p, v in params.items() if p != "batch_size"}, **used}
+    return Located(cfg.name, scores, good, bad, per_example, info, cfg)
 
 
 def _check_kind(questions: list, method: str, m: Method) -> None:

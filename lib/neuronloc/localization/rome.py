@@ -33,13 +33,14 @@ backwards; the update itself: one linear solve of size n_inner.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ..configs import RomeParams
 from ..data import read_records
 from ..engine import logits_from
 from ..hooks import Edit, capture, intervene
@@ -214,15 +215,20 @@ def _essence_logprobs(lm: LM, ids: torch.Tensor, position: int, layer: int, delt
 
 def rome_edit(lm: LM, fact, layer: int, subject: str | range | None = None, new: str | None = None,
               prefixes: Sequence[str] = (), corpus: str | Sequence[str] = "counterfact", n_texts: int = 1000,
-              store: Store | None = None, steps: int = 25, lr: float = 0.5, kl_weight: float = 0.0625,
-              weight_decay: float = 0.5, clamp: float = 4.0, ridge: float = 1e-3, cov: torch.Tensor | None = None) -> RomeEdit:
+              store: Store | None = None, cov: torch.Tensor | None = None, params: RomeParams = RomeParams(),
+              **overrides) -> RomeEdit:
     """The ROME edit that makes `new` the answer of the fact's prompt at `layer`.
 
     fact: the prompt text (with subject= and new=), an example with meta["subject"] and
     meta["target_new"] (load_examples("counterfact")), or a Fact whose answer is the new
     object. cov: a precomputed C `[n_inner, n_inner]` (else `key_moments` of the corpus).
+    params: the optimisation and update (`configs.RomeParams`: steps, lr, kl_weight,
+    weight_decay, clamp, ridge); `overrides` replace its fields (`rome_edit(..., steps=50)`).
     Apply with `with applied(lm, edit): ...`.
     """
+    params = replace(params, **overrides) if overrides else params
+    steps, lr, kl_weight, weight_decay, clamp, ridge = (params.steps, params.lr, params.kl_weight, params.weight_decay,
+                                                         params.clamp, params.ridge)
     facts = _variants(lm, fact, subject, new, prefixes)
     weight, in_out = down_proj(lm, layer)
     k, v0 = _keys(lm, facts, layer)
@@ -262,7 +268,6 @@ def rome_edit(lm: LM, fact, layer: int, subject: str | range | None = None, new:
     u = c_inv_k / (c_inv_k @ k)
     value = W @ k + delta.detach().double().cpu()
     r = value - W @ k
-    params = dict(layer=layer, steps=steps, lr=lr, kl_weight=kl_weight, weight_decay=weight_decay, clamp=clamp,
-                  ridge=ridge, corpus=corpus if isinstance(corpus, str) else "texts", n_texts=n_texts,
-                  prefixes=list(prefixes), final_loss=float(loss.detach()))
-    return RomeEdit(layer, u, r, k, value, params)  # float64: W_new k* = v* to the weight's precision
+    record = dict(layer=layer, **asdict(params), corpus=corpus if isinstance(corpus, str) else "texts",
+                  n_texts=n_texts, prefixes=list(prefixes), final_loss=float(loss.detach()))
+    return RomeEdit(layer, u, r, k, value, record)  # float64: W_new k* = v* to the weight's precision

@@ -3,6 +3,8 @@ fact, and the validations of KN and ROME that CNL §3.2 re-runs.
 
 localize: the three localizers of CNL §3.1 for one prompt (KN neurons, the causal trace's
   top layers, the knowledge circuit), cached.
+trace_of: the causal trace of one prompt (noise draws, restoration window), cached; the
+  window-1 sensitivity row of notebook 01 reads it.
 kn_neurons (KN, Dai et al. 2022; CNL §3.1 'distributed parameters'): integrated gradients
   of P(answer's first token) for every FFN neuron at the last prompt position (grid
   alpha = linspace(0, 1, steps), KN's m = 20); a neuron is located when its score is
@@ -51,21 +53,36 @@ class Localized(NamedTuple):
 
 def localize(lm: LM, fact: Fact, store: Store | None = None, steps: int = 20, threshold: float = 0.2,
              top_layers: int = 3, kind: str = "mlp.out", token: str = "subject_last", noise: float = 3.0,
-             circuit_threshold: float = 0.01, ablation: str = "zero", seed: int = 0) -> Localized:
-    """KN (`kn_scores`, `kn_neurons`), causal tracing (`causal_trace` of `kind`; the top_layers
-    layers of largest indirect effect at `token`) and the knowledge circuit
-    (`knowledge_circuit` with `circuit_threshold`, `ablation`) of one prompt; each cached in `store`."""
+             circuit_threshold: float = 0.01, ablation: str = "zero", seed: int = 0, window: int = 1,
+             draws: int = 1) -> Localized:
+    """KN (`kn_scores`, `kn_neurons`), causal tracing (`trace_of`: `causal_trace` of `kind`
+    with `draws` noise draws and restoration `window`; the top_layers layers of largest
+    indirect effect at `token`) and the knowledge circuit (`knowledge_circuit` with
+    `circuit_threshold`, `ablation`) of one prompt; each cached in `store`."""
     kn = kn_neurons(kn_scores(lm, fact, steps, store=store), threshold)
-
-    def cached(name, fn, **params):
-        return fn() if store is None else store.cached(key(model=lm, kind=name, prompt=fact.prompt, subject=[fact.subject.start, fact.subject.stop],
-                                                            answer=fact.answer, **params), fn)
-    tokens = None if token == "max" else [token]  # restore only where the layers are ranked
-    trace = cached("causal_trace", lambda: causal_trace(lm, fact, kinds=(kind,), noise=noise, seed=seed, tokens=tokens),
-                   kinds=[kind], noise=noise, seed=seed, tokens=tokens)
-    circuit = cached("knowledge_circuit", lambda: knowledge_circuit(lm, fact, ablation, circuit_threshold),
-                     ablation=ablation, threshold=circuit_threshold)
+    trace = trace_of(lm, fact, store, kind, token, noise, seed, window, draws)
+    circuit = _cached(store, lm, fact, "knowledge_circuit", lambda: knowledge_circuit(lm, fact, ablation, circuit_threshold),
+                      ablation=ablation, threshold=circuit_threshold)
     return Localized(kn, trace.top_layers(top_layers, kind, token), circuit, trace)
+
+
+def _cached(store: Store | None, lm: LM, fact: Fact, name: str, fn, **params):
+    """fn() cached in `store` under the fact's prompt, subject positions and answer and `params`."""
+    if store is None:
+        return fn()
+    return store.cached(key(model=lm, kind=name, prompt=fact.prompt, subject=[fact.subject.start, fact.subject.stop],
+                            answer=fact.answer, **params), fn)
+
+
+def trace_of(lm: LM, fact: Fact, store: Store | None = None, kind: str = "mlp.out", token: str = "subject_last",
+             noise: float = 3.0, seed: int = 0, window: int = 1, draws: int = 1) -> Trace:
+    """The causal trace (`causal_trace` of `kind`) of one prompt, restored only at `token`
+    (every token with "max"), cached in `store`; `Trace.top_layers(k, kind, token)` ranks it."""
+    tokens = None if token == "max" else [token]  # restore only where the layers are ranked
+    extra = {} if (window, draws) == (1, 1) else dict(window=window, draws=draws)  # one draw, window 1: the old entries
+    return _cached(store, lm, fact, "causal_trace",
+                   lambda: causal_trace(lm, fact, kinds=(kind,), noise=noise, seed=seed, tokens=tokens, window=window, draws=draws),
+                   kinds=[kind], noise=noise, seed=seed, tokens=tokens, **extra)
 
 
 def kn_scores(lm: LM, fact: Fact, steps: int = 20, site: str = "ffn.mid", store: Store | None = None) -> torch.Tensor:
