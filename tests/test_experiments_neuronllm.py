@@ -364,7 +364,7 @@ def test_conclusions_state_the_claims_numbers():
     assert "NL-36 " not in text
     n01 = next(c for c in rows if c.id == "NL-01")
     assert f"{sig(n01.estimate)} pp [{sig(n01.ci[0])}, {sig(n01.ci[1])}], half-width {sig((n01.ci[1] - n01.ci[0]) / 2)} pp" in text
-    counts = {v: sum(c.verdict == v for c in rows) for v in ("replicated", "contradicted", "inconclusive", "n/a")}
+    counts = {v: sum(c.verdict == v and c.id != "NL-36" for c in rows) for v in ("replicated", "contradicted", "inconclusive", "n/a")}
     assert ", ".join(f"{v} {k}" for v, k in counts.items()) in text
     # weak: the enhancer gets 8 of 20 right examples wrong at every ratio -> Acc 0.3 < 0.5 at 3 of 3 ratios
     assert "lowers Acc at 3 of 3 good:bad ratios (unedited Acc 0.5, enhanced 0.3 to 0.3)" in text
