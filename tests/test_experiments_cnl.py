@@ -13,7 +13,8 @@ import pytest
 import torch
 from conftest import tiny_llama
 
-from neuronloc.experiments.cnl import correct, erase_run, finetune, fmt, high_overlap, interval, ipp, random_draws
+from neuronloc.experiments.cnl import (arm_accuracy, arm_summary, balanced, correct, data_splits, erase_run, finetune, fmt,
+                                       high_overlap, interval, ipp, length_batches, plateaued, random_draws)
 from neuronloc.interventions import answer_batches, evaluate_options, random_neurons, restricted_finetune
 from neuronloc.models import from_module
 from neuronloc.neurons import ids_to_mask, mask_to_ids
@@ -150,7 +151,7 @@ def test_finetune_evaluates_after_the_chosen_epochs_and_restores_the_weights():
     # the same training made by hand: a fresh run of each length, read at its end
     for epochs in (1, 3):
         twin = from_module(copy.deepcopy(lm.model), lm.tokenizer, name="twin")
-        batches = answer_batches(twin, [(e.prompt, " " + e.answer) for e in EXAMPLES], batch_size=8)
+        batches = length_batches(twin, EXAMPLES, batch_size=8)
         assert len(batches) == 2
         losses = restricted_finetune(twin, site, mask_to_ids(neurons), batches, lr=1e-2, epochs=epochs,
                                      mode="located", seed=0, progress=False)
@@ -158,6 +159,77 @@ def test_finetune_evaluates_after_the_chosen_epochs_and_restores_the_weights():
         for t, acc in run["acc"][epochs].items():
             assert acc == pytest.approx(100 * evaluate_options(twin, questions[t]).acc)
     assert run["losses"][-1] < run["losses"][0]  # it trained
+    assert run["stopped"] == 3 and run["plateau"] is False and run["steps"] == 6 and len(run["step_losses"]) == 6
+    assert run["losses"] == pytest.approx([np.mean(run["step_losses"][:2]), np.mean(run["step_losses"][2:4]),
+                                           np.mean(run["step_losses"][4:])])
+    assert set(run["pred"]) == {"own", "other"} and all(p in q.options for p, q in zip(run["pred"]["own"], questions["own"]))
+    assert 0 <= run["eval_seconds"] <= run["seconds"]
+
+
+def test_length_batches_group_rows_of_similar_length_in_a_fixed_order(lm):
+    ex = [Example("p" + "x" * (7 * i % 23), "red", uid=str(i)) for i in range(20)]
+    batches = length_batches(lm, ex, batch_size=8)
+    assert sum(b[0].shape[0] for b in batches) == 20
+    ordered = sorted(ex, key=lambda e: len(e.prompt) + len(e.answer))
+    by_hand = answer_batches(lm, [(e.prompt, " " + e.answer) for e in ordered], batch_size=8)
+    perm = np.random.default_rng(0).permutation(3)
+    for got, i in zip(batches, perm):
+        assert all(torch.equal(a, b) for a, b in zip(got, by_hand[i]))
+    # less padding than the original order
+    plain = answer_batches(lm, [(e.prompt, " " + e.answer) for e in ex], batch_size=8)
+    assert sum(b[0].numel() for b in batches) < sum(b[0].numel() for b in plain)
+
+
+def test_plateaued_by_hand():
+    assert not plateaued([3.0, 2.0, 1.9], window=2, tolerance=0.02)  # fewer than 4 epochs
+    # last two 1.0, 0.99 (mean 0.995) vs 1.2, 1.0 (mean 1.1): 9.5 % better -> still learning
+    assert not plateaued([1.2, 1.0, 1.0, 0.99], window=2, tolerance=0.02)
+    # 1.0, 0.99 vs 1.01, 1.0: 0.995 >= 0.98 * 1.005 -> plateau; a rise also counts
+    assert plateaued([1.01, 1.0, 1.0, 0.99], window=2, tolerance=0.02)
+    assert plateaued([1.0, 1.0, 1.1, 1.2], window=2, tolerance=0.02)
+    assert plateaued([2.0, 1.0], window=1, tolerance=0.5)  # 1.0 >= 0.5 * 2.0: on the boundary, plateau
+    assert not plateaued([2.0, 0.99], window=1, tolerance=0.5)
+
+
+def test_finetune_stops_at_the_plateau_and_reads_the_stopped_model_later():
+    lm = tiny_llama(seed=4)
+    site = lm.site()
+    (neurons,) = _masks(lm, [0, 7, 50, 99, 140])
+    questions = {"own": QUESTIONS[:8], "other": QUESTIONS[8:]}
+    # tolerance 10: any loss 'plateaus' as soon as 2 epochs ran (window 1)
+    run = finetune(lm, site, EXAMPLES, neurons, questions, "own", "located", epochs=(1, 5, 9), lr=1e-2, seed=0,
+                   window=1, tolerance=10.0)
+    assert run["stopped"] == 2 and run["plateau"] is True and run["steps"] == 4 and len(run["losses"]) == 2
+    assert set(run["acc"]) == {1, 2, 5, 9} and set(run["acc"][1]) == {"own"}  # and the stop, read on every data set
+    assert run["correct"][5] is run["correct"][2] and run["correct"][9] is run["correct"][2]  # read at the stop
+    twin = from_module(copy.deepcopy(lm.model), lm.tokenizer, name="twin")
+    batches = length_batches(twin, EXAMPLES, batch_size=8)
+    restricted_finetune(twin, site, mask_to_ids(neurons), batches, lr=1e-2, epochs=2, mode="located", seed=0, progress=False)
+    for t in questions:
+        assert run["acc"][9][t] == pytest.approx(100 * evaluate_options(twin, questions[t]).acc)
+    # tolerance -1: never a plateau, the run goes to max(epochs)
+    full = finetune(lm, site, EXAMPLES, neurons, questions, "own", "random", epochs=(1, 4), lr=1e-2, seed=3,
+                    window=1, tolerance=-1.0)
+    assert full["stopped"] == 4 and full["plateau"] is False and full["steps"] == 8
+
+
+def test_balanced_and_data_splits():
+    ex = [Example(f"p{i}", ("a", "b", "c")[i % 3] if i < 20 else "a", uid=str(i)) for i in range(30)]
+    got = balanced(ex, 7, seed=1)
+    assert len(got) == 6 and sorted(e.answer for e in got) == ["a", "a", "b", "b", "c", "c"]
+    assert [int(e.uid) for e in got] == sorted(int(e.uid) for e in got)  # original order
+    assert len(balanced(ex, 100)) == 18  # b and c have 7 and 6 examples (i < 20): 6 per answer
+    from neuronloc.tasks.loaders import EMOTIONS, cnl_splits
+    s = data_splits("emotion", 4, 12, 30, seed=0, max_chars=350, labels=EMOTIONS)
+    assert [e.uid for e in s["localize"]] == [e.uid for e in cnl_splits("emotion", 4, 0, 0, seed=0, max_chars=350)["localize"]]
+    for part, n in (("finetune", 12), ("eval", 30)):
+        counts = {lab: sum(e.answer == lab for e in s[part]) for lab in EMOTIONS}
+        assert set(counts.values()) == {n // 6}, counts
+    assert not {e.uid for e in s["localize"]} & {e.uid for e in s["finetune"]}
+    assert all(len(e.prompt) + len(e.answer) <= 350 for part in s.values() for e in part)
+    # an evaluation request beyond the data is capped: IMDB has 36 short test reviews
+    imdb = data_splits("imdb", 2, 0, 500, seed=0, max_chars=350, labels=("bad", "good"))
+    assert 0 < len(imdb["eval"]) <= 36 and len(imdb["eval"]) % 2 == 0
 
 
 # ---------------------------------------------------------------- Table 4 and the claim rules
@@ -246,22 +318,36 @@ def _erased(n, rng, drop):
     return out
 
 
+def _run(values: dict, stopped: int = 2, pred=None) -> dict:
+    """A `finetune` output: `values` {epoch: {data set: 1/0 per question}}."""
+    return {"correct": values, "stopped": stopped, "losses": [1.0, 0.9], "pred": pred or {}, "steps": 4, "plateau": True}
+
+
+def _enhanced(datasets, trained, located, random_draws, without, epochs=(1, 2)):
+    """Arms of every trained data set: the same `[question]` values on every data set and epoch."""
+    out = {}
+    for d in trained:
+        def run(v):
+            return _run({e: {t: v for t in datasets} for e in epochs}, stopped=max(epochs))
+        out[d, "Located"], out[d, "W/o located"] = run(located), run(without)
+        out[d, "Random"] = [run(v) for v in random_draws]
+    return out
+
+
 def test_claims_from_hand_made_results():
     rng = np.random.default_rng(0)
     n, sigmas = 60, (3.0, 6.0, 12.0)
     datasets = ["gsm8k", "emotion", "code", "metamath", "imdb"]
     erased = {d: _erased(n, rng, {3.0: 0.8, 6.0: 0.5, 12.0: 0.2}) for d in datasets}
     ones, zeros = np.ones(n), np.zeros(n)
-    enhanced = {}
-    for d in ("gsm8k", "emotion", "code"):
-        for label, v in (("Located", ones), ("Random", zeros), ("W/o located", zeros)):
-            enhanced[d, label] = {"correct": {1: {d: v}, 2: {t: v for t in datasets}}}
+    enhanced = _enhanced(datasets, ("gsm8k", "emotion", "code"), ones, [zeros, zeros], zeros)
     halves, cross = halves_draws({d: _scores(8, i) for i, d in enumerate(datasets)}, select_cnl(3.0, "std"), (4,),
                                  [("gsm8k", "emotion"), ("gsm8k", "code"), ("emotion", "code")], 50, 0)
+    base = {d: erased[d]["base"] for d in datasets}
     rows = {c.id: c for c in claims(datasets=datasets, competent=["emotion", "code", "imdb"], trained=["gsm8k", "emotion", "code"],
                                     sigma=6.0, sigmas=sigmas, halves=halves, cross=cross, kn_halves=halves,
                                     var_shares={d: 90.0 for d in datasets}, erased=erased, enhanced=enhanced, epochs=(1, 2),
-                                    n_resamples=200, seed=0)}
+                                    base=base, trivial={d: 0.25 for d in datasets}, n_resamples=200, seed=0)}
     assert sorted(rows) == ["CN-01", *(f"CN-{i}" for i in range(12, 26))]
     assert all(r.verdict == (decide(r.rule, r.as_estimate()) if r.verdict != "n/a" else "n/a") for r in rows.values())
     # masks: every resample agrees completely (overlap 1, chance ~ 2 / 100)
@@ -271,29 +357,85 @@ def test_claims_from_hand_made_results():
     for id in ("CN-15", "CN-16", "CN-17", "CN-24"):
         assert rows[id].estimate == 100.0 and rows[id].ci == [100.0, 100.0] and rows[id].verdict == "replicated"
     assert "paper inconsistent" in rows["CN-16"].flags
-    assert rows["CN-15"].n == 2 * n  # emotion and code: the competent modified data sets (gsm8k is not competent)
+    # enhance needs no base competence: all three fine-tuned data sets count (gsm8k is not competent)
+    assert rows["CN-15"].n == 3 * n and "best trivial answer 25.0 %" in rows["CN-15"].note
+    assert rows["CN-24"].n == 5 * n  # every evaluated data set is unseen by some fine-tuned one
     # erase: random draws never change an answer; located drops 80 / 50 / 20 %, so the largest gap is sigma 12's
     xs = [np.concatenate([erased[d][f"located {s:g}"] for d in ("emotion", "code")]) for s in sigmas]
     gaps = [100 * (np.mean([x[:n].mean(), x[n:].mean()]) - 100 / 100) for x in xs]
-    assert rows["CN-18"].estimate == pytest.approx(max(gaps))
+    assert rows["CN-18"].estimate == pytest.approx(max(gaps)) and rows["CN-18"].n == 2 * n  # competent erased sets only
     assert rows["CN-18"].verdict == "replicated"
     assert rows["CN-19"].estimate == pytest.approx(np.polyfit(np.log2(sigmas), gaps, 1)[0])
     assert rows["CN-19"].verdict == "replicated"
-    # metamath is not competent: CN-21 n/a with the reason; BIG claims n/a
-    assert rows["CN-21"].verdict == "n/a" and "Meta_Math" in rows["CN-21"].note
+    # metamath is not competent: CN-21 is decided by its enhance part alone (0 change everywhere: contradicted)
+    assert rows["CN-21"].verdict == "contradicted" and "enhance part only" in rows["CN-21"].note
+    assert rows["CN-21"].estimate == 0.0 and rows["CN-21"].n == 4 * n
     assert rows["CN-13"].verdict == rows["CN-23"].verdict == "n/a"
     # CN-25: same halves for KN and CNL -> overlap difference 0; the KN set erases nothing -> IPP gap < 0
     assert rows["CN-25"].estimate <= 0 and rows["CN-25"].verdict == "contradicted"
 
 
-def test_claims_na_when_no_modified_data_set_is_competent():
+def test_enhance_claims_pair_arms_and_average_random_draws_by_hand():
+    rng = np.random.default_rng(3)
+    n, datasets = 50, ["emotion", "gsm8k"]
+    loc, w = (rng.random(n) < 0.6).astype(float), (rng.random(n) < 0.4).astype(float)
+    r = [(rng.random(n) < p).astype(float) for p in (0.3, 0.5)]
+    enhanced = _enhanced(datasets, ["emotion"], loc, r, w, epochs=(1, 3))
+    halves, cross = halves_draws({d: _scores(6, i) for i, d in enumerate(datasets)}, select_cnl(3.0, "std"), (), (), 20, 0)
+    rows = {c.id: c for c in claims(datasets=datasets, competent=[], trained=["emotion"], sigma=6.0, sigmas=(6.0,),
+                                    halves=halves, cross=cross, kn_halves=halves, var_shares={d: 0.1 for d in datasets},
+                                    erased={}, enhanced=enhanced, epochs=(1, 3), base={d: np.zeros(n) for d in datasets},
+                                    trivial={d: 1 / 6 for d in datasets}, n_resamples=400, seed=0)}
+    margin = 100 * (loc.mean() - max(np.mean(r), w.mean()))
+    assert rows["CN-15"].estimate == pytest.approx(margin) and rows["CN-15"].n == n
+    v, lo, hi = metrics.bootstrap_ci(lambda l, rr, ww: 100 * (l.mean() - max(rr.mean(), ww.mean())), loc, np.stack(r), w,
+                                     n_resamples=400, seed=0)
+    assert v == pytest.approx(margin) and lo < v < hi  # the row's interval has a spread of the same kind
+    assert rows["CN-17"].estimate == pytest.approx(100 * (loc.mean() - w.mean()))
+    assert rows["CN-17"].ci == pytest.approx(list(metrics.diff_ci(100 * loc, 100 * w, n_resamples=400, seed=0)[1:]))
+    # unseen: gsm8k only, the same values -> the same margin
+    assert rows["CN-24"].estimate == pytest.approx(margin) and "emotion -> gsm8k" in rows["CN-24"].note
+    # no competent data set: erase rows n/a, enhance rows measured
+    assert rows["CN-18"].verdict == "n/a" and "precondition" in rows["CN-18"].note
+    assert all(rows[i].verdict != "n/a" for i in ("CN-15", "CN-16", "CN-17", "CN-24"))
+    assert rows["CN-21"].verdict == "n/a"  # GSM8K is not fine-tuned
+
+
+def test_collapse_flag_and_arm_summary():
+    n, datasets = 12, ["emotion", "gsm8k"]
+    labels = np.array(["joy", "fear", "love"] * 4)
+    enhanced = _enhanced(datasets, ["emotion"], np.ones(n), [np.zeros(n)], np.zeros(n), epochs=(1,))
+    enhanced["emotion", "Located"]["pred"] = {"emotion": np.array(["joy"] * 11 + ["fear"])}  # 92 % one answer
+    enhanced["emotion", "W/o located"]["pred"] = {"emotion": labels}
+    enhanced["emotion", "Random"][0]["pred"] = {"emotion": labels}
+    halves, cross = halves_draws({d: _scores(6, i) for i, d in enumerate(datasets)}, select_cnl(3.0, "std"), (), (), 10, 0)
+    kw = dict(datasets=datasets, competent=[], trained=["emotion"], sigma=6.0, sigmas=(6.0,), halves=halves, cross=cross,
+              kn_halves=halves, var_shares={d: 0.1 for d in datasets}, erased={}, enhanced=enhanced, epochs=(1,),
+              base={d: np.zeros(n) for d in datasets}, trivial={d: 1 / 6 for d in datasets}, n_resamples=50, seed=0)
+    rows = {c.id: c for c in claims(**kw, base_pred={"emotion": labels, "gsm8k": labels})}
+    assert "collapse" in rows["CN-17"].flags and "collapse" in rows["CN-15"].flags
+    rows = {c.id: c for c in claims(**kw, base_pred={"emotion": np.array(["joy"] * n), "gsm8k": labels})}
+    assert "collapse" not in rows["CN-17"].flags  # the base model answers 'joy' always too
+    table = arm_summary(enhanced, {d: np.zeros(n) for d in datasets}, {"emotion": labels}, {d: 1 / 6 for d in datasets},
+                        lambda d, c: 0.01)
+    assert list(table["arm"]) == ["Located", "W/o located", "Random"]
+    row = table.set_index("arm").loc["Located"]
+    assert (row["acc %"], row["base %"], row["trivial %"], row["p (acc > trivial)"]) == pytest.approx((100, 0, 100 / 6, 0.01))
+    assert row["collapse share"] == pytest.approx(11 / 12) and row["collapse"] and row["epochs"] == 1
+    runs = [{"acc": {2: {"x": 30.0}}}, {"acc": {2: {"x": 50.0}}}]
+    assert arm_accuracy(runs, 2, "x") == 40.0 and arm_accuracy(runs[0], 2, "x") == 30.0
+
+
+def test_claims_na_when_nothing_is_fine_tuned_or_competent():
     datasets = ["gsm8k", "emotion"]
     halves, cross = halves_draws({d: _scores(6, i) for i, d in enumerate(datasets)}, select_cnl(3.0, "std"), (), (), 20, 0)
     rows = {c.id: c for c in claims(datasets=datasets, competent=[], trained=datasets, sigma=6.0, sigmas=(3.0, 6.0),
                                     halves=halves, cross=cross, kn_halves=halves, var_shares={"gsm8k": 0.1, "emotion": 0.2},
-                                    erased={}, enhanced={}, epochs=(1,), n_resamples=50, seed=0)}
-    for id in ("CN-15", "CN-16", "CN-17", "CN-18", "CN-19", "CN-24", "CN-25"):
+                                    erased={}, enhanced={}, epochs=(1,), base={}, trivial={}, n_resamples=50, seed=0)}
+    for id in ("CN-18", "CN-19", "CN-25"):
         assert rows[id].verdict == "n/a" and "precondition" in rows[id].note
+    for id in ("CN-15", "CN-16", "CN-17", "CN-24", "CN-21"):
+        assert rows[id].verdict == "n/a" and "fine-tuned" in rows[id].note
     assert rows["CN-20"].verdict == "n/a"
     # variance shares 0.1 and 0.2 %: inside [0.04, 0.56]
     assert rows["CN-14"].verdict == "replicated" and rows["CN-14"].ci == pytest.approx([0.1, 0.2])
@@ -305,12 +447,15 @@ def test_cn21_related_minus_unrelated_by_hand():
     erased = {d: _erased(n, rng, {6.0: 0.5}) for d in datasets}
     erased["metamath"]["base"] = np.zeros(n)  # base 0 on Meta_Math, 1 elsewhere
     erased["metamath"]["of gsm8k"] = np.zeros(n)  # erasing GSM8K's neurons leaves every data set as it was
-    enhanced = {("gsm8k", label): {"correct": {1: {t: (np.arange(n) < n // 2).astype(float) if t == "metamath" else np.ones(n)
-                                                   for t in datasets}}} for label in ("Located", "Random", "W/o located")}
+    values = {1: {t: (np.arange(n) < n // 2).astype(float) if t == "metamath" else np.ones(n) for t in datasets}}
+    enhanced = {("gsm8k", "Located"): _run(values, 1), ("gsm8k", "W/o located"): _run(values, 1),
+                ("gsm8k", "Random"): [_run(values, 1)]}
     halves, cross = halves_draws({d: _scores(6, i) for i, d in enumerate(datasets)}, select_cnl(3.0, "std"), (), [], 20, 0)
     rows = {c.id: c for c in claims(datasets=datasets, competent=datasets, trained=["gsm8k"], sigma=6.0, sigmas=(6.0,),
                                     halves=halves, cross=cross, kn_halves=halves, var_shares={d: 0.1 for d in datasets},
-                                    erased=erased, enhanced=enhanced, epochs=(1,), n_resamples=200, seed=0)}
+                                    erased=erased, enhanced=enhanced, epochs=(1,), n_resamples=200, seed=0,
+                                    base={d: erased[d]["base"] for d in datasets}, trivial={d: 0.25 for d in datasets})}
     # enhance: Meta_Math +50 points, unrelated (emotion, code, imdb) 0 -> +50; erase: all 0 -> gap 0; min = 0
     assert rows["CN-21"].estimate == pytest.approx(0.0) and rows["CN-21"].verdict == "contradicted"  # hi < 11
+    assert "enhance part (50.0)" in rows["CN-21"].note and "erase part (0.0)" in rows["CN-21"].note
     assert rows["CN-19"].verdict == "n/a" and "one sigma" in rows["CN-19"].note

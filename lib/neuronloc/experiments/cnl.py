@@ -4,7 +4,10 @@
   correct       per question 1/0 with FFN neurons' weights zeroed (§5.4 'Erase')
   random_draws  the same for `n` sets of as many random neurons (the 'Random' control)
   erase_run     every erase of one evaluated data set: Table 3, Fig. 5 (erase) and Table 4 (KN)
-  finetune      one restricted fine-tuning run, evaluated after the epochs of Table 2
+  finetune      one restricted fine-tuning run until the loss plateaus (`plateaued`), evaluated after
+                the epochs of Table 2 (`length_batches`: rows of similar length)
+  data_splits   cnl_splits, class-balanced (`balanced`) for label data sets, evaluation capped at the data
+  arm_summary   per fine-tuned data set and arm: accuracy against the base and the best trivial answer
   ipp           Table 4's IPP from the erase accuracies
   high_overlap  the old rule of claims CN-01 and CN-12 (kept for the sensitivity table)
   fmt           a number as the claims' text prints it
@@ -99,33 +102,140 @@ def erase_run(lm: LM, site: Site, questions: Sequence[MCQuestion], name: str,
     return out
 
 
-def finetune(lm: LM, site: Site, examples: Sequence[Example], neurons, questions: dict[str, Sequence[MCQuestion]],
-             name: str, mode: str, epochs: Sequence[int], lr: float, seed: int) -> dict:
-    """One run of CNL §5.4 'Enhance' (Table 2): `restricted_finetune` of `neurons` (bool
-    `[layer, neuron]`) in `mode` ("located", "random", "without") on the answers of `examples`
-    (batches of 8) for max(epochs) epochs, at lr with Adam.
+class _Plateau(Exception):
+    """Raised after the epoch at which a run's training loss has plateaued: ends the run."""
 
-    Returns {"acc": {epoch: {data set: accuracy %}}, "correct": {epoch: {data set: 1/0 per
-    question}}, "losses": [mean loss per epoch]}: after each epoch in `epochs` the accuracy on
-    `questions[name]`, and after the last one on every data set of `questions` (Fig. 5,
-    App. G). lm's weights are as before on return.
+
+def plateaued(epoch_losses: Sequence[float], window: int, tolerance: float) -> bool:
+    """The stopping rule of `finetune`, fixed before the run: the mean training loss of the
+    last `window` epochs is no more than `tolerance` (relative) below the mean of the `window`
+    epochs before them, i.e. the last `window` epochs improved it by less than that share.
+    False until 2 * window epochs have run."""
+    x = np.asarray(epoch_losses, dtype=float)
+    if len(x) < 2 * window:
+        return False
+    last, before = x[-window:].mean(), x[-2 * window:-window].mean()
+    return bool(last >= (1 - tolerance) * before)
+
+
+def length_batches(lm: LM, examples: Sequence[Example], batch_size: int = 8) -> list:
+    """`answer_batches` of `examples` (answer " " + e.answer) grouped by length: sorted by
+    characters (prompt + answer; stable), cut into batches of `batch_size`, the batches in a
+    fixed shuffled order (`np.random.default_rng(0)`, the same for every arm). Rows of
+    similar length pad less, so a step costs less; each epoch runs the batches in this order."""
+    ordered = sorted(examples, key=lambda e: len(e.prompt) + len(e.answer))
+    batches = answer_batches(lm, [(e.prompt, " " + e.answer) for e in ordered], batch_size=batch_size)
+    return [batches[i] for i in np.random.default_rng(0).permutation(len(batches))]
+
+
+def finetune(lm: LM, site: Site, examples: Sequence[Example], neurons, questions: dict[str, Sequence[MCQuestion]],
+             name: str, mode: str, epochs: Sequence[int], lr: float, seed: int, window: int = 2,
+             tolerance: float = 0.02, batch_size: int = 8) -> dict:
+    """One run of CNL §5.4 'Enhance' (Table 2): `restricted_finetune` of `neurons` (bool
+    `[layer, neuron]`) in `mode` ("located", "random": as many neurons drawn with `seed`,
+    "without") on the answers of `examples` (`length_batches` of `batch_size`; one epoch =
+    one pass), with Adam at lr, for at most max(epochs) epochs, stopped earlier when
+    the training loss has plateaued (`plateaued(window, tolerance)` after an epoch).
+
+    Evaluated on `questions[name]` after each epoch in `epochs` that ran; at the last epoch
+    run (the plateau, or max(epochs)) on every data set of `questions` (Fig. 5, App. G). A
+    run stopped at epoch s is read at s for every later epoch of `epochs` (training stopped:
+    the model does not change). Returns {"acc": {epoch: {data set: accuracy %}}, "correct":
+    {epoch: {data set: 1/0 per question}}, "pred": {data set: option text chosen per question
+    at the end}, "losses": [mean training loss per epoch run], "step_losses": [per step],
+    "stopped": last epoch run, "plateau": whether the rule stopped it, "steps", "seconds":
+    wall time of the run, "eval_seconds": the part of it spent evaluating}. lm's weights are
+    as before on return.
     """
+    import time
+
     saved = copy.deepcopy(lm.model.state_dict())
-    batches = answer_batches(lm, [(e.prompt, " " + e.answer) for e in examples], batch_size=8)
-    accs, correct = {}, {}
+    batches = length_batches(lm, examples, batch_size)
+    accs, correct, pred, step_losses, state = {}, {}, {}, [], {"plateau": False}
+    last_epoch = max(epochs)
+
+    def record(module, args, output):  # the training loss of each step (evaluation forwards have none)
+        loss = getattr(output, "loss", None)
+        if loss is not None and torch.is_grad_enabled():
+            step_losses.append(float(loss.detach()))
+
+    def epoch_losses() -> list[float]:
+        return [float(np.mean(step_losses[i:i + len(batches)])) for i in range(0, len(step_losses), len(batches))]
+
+    def evaluate(epoch: int, every: bool) -> None:
+        t0 = time.perf_counter()
+        for t in (list(questions) if every else [name]):
+            result = evaluate_options(lm, questions[t])
+            correct.setdefault(epoch, {})[t] = result.correct.numpy().astype(float)
+            if every:
+                pred[t] = np.array([q.options[int(i)] for q, i in zip(questions[t], result.pred)])
+        accs[epoch] = {t: 100 * float(c.mean()) for t, c in correct[epoch].items()}
+        state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.perf_counter() - t0
 
     def after(epoch: int) -> None:
-        if epoch in epochs:
-            tested = list(questions) if epoch == max(epochs) else [name]
-            correct[epoch] = {t: evaluate_options(lm, questions[t]).correct.numpy().astype(float) for t in tested}
-            accs[epoch] = {t: 100 * float(c.mean()) for t, c in correct[epoch].items()}
+        stop = epoch == last_epoch or plateaued(epoch_losses(), window, tolerance)
+        if stop or epoch in epochs:
+            evaluate(epoch, every=stop)
+        if stop:
+            state["plateau"] = epoch < last_epoch or plateaued(epoch_losses(), window, tolerance)
+            state["stopped"] = epoch
+            raise _Plateau
 
+    start = time.perf_counter()
+    handle = lm.model.register_forward_hook(record)
     try:
-        losses = restricted_finetune(lm, site, mask_to_ids(neurons), batches, lr=lr, epochs=max(epochs), mode=mode,
-                                     seed=seed, progress=False, after_epoch=after)
+        restricted_finetune(lm, site, mask_to_ids(neurons), batches, lr=lr, epochs=last_epoch, mode=mode,
+                            seed=seed, progress=False, after_epoch=after)
+    except _Plateau:
+        pass
     finally:
+        handle.remove()
         lm.model.load_state_dict(saved)
-    return {"acc": accs, "correct": correct, "losses": losses}
+    stopped = state["stopped"]
+    for epoch in epochs:  # epochs after the stop read the stopped model
+        if epoch > stopped:
+            correct[epoch], accs[epoch] = correct[stopped], accs[stopped]
+    return {"acc": accs, "correct": correct, "pred": pred, "losses": epoch_losses(), "step_losses": step_losses,
+            "stopped": stopped, "plateau": state["plateau"], "steps": len(step_losses),
+            "seconds": time.perf_counter() - start, "eval_seconds": state.get("eval_seconds", 0.0)}
+
+
+def balanced(examples: Sequence[Example], n: int, seed: int = 0) -> list[Example]:
+    """`n` (rounded down to a multiple of the labels) of `examples` with the same number per
+    gold answer, drawn with `random.Random(seed)`, in their original order; at most as many
+    per answer as the rarest answer has."""
+    import random
+
+    by: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        by.setdefault(e.answer, []).append(i)
+    per = min(n // len(by), min(len(v) for v in by.values()))
+    rng = random.Random(seed)
+    keep = sorted(i for v in by.values() for i in rng.sample(v, per))
+    return [examples[i] for i in keep]
+
+
+def data_splits(name: str, n_localize: int, n_finetune: int, n_eval: int, seed: int, max_chars: int | None,
+                labels: Sequence[str] | None = None) -> dict[str, list[Example]]:
+    """`cnl_splits` with the evaluation set capped at what the data hold (within max_chars)
+    and, for a label data set (`labels`), the fine-tuning and evaluation sets class-balanced
+    (`balanced`: a constant answer scores 1 / labels; the localization examples are the same
+    as `cnl_splits` draws). Each list in the data's seeded order."""
+    from ..tasks.loaders import TRAIN_SPLIT, cnl_splits, load_examples
+
+    def available(split: str) -> int:
+        return sum(1 for e in load_examples(name, split, None, seed)
+                   if max_chars is None or len(e.prompt) + len(e.answer) <= max_chars)
+    if name in TRAIN_SPLIT:
+        n_train, n_test = available(TRAIN_SPLIT[name]) - n_localize, available("test")
+    else:
+        n_train = n_test = available("test") - n_localize - n_finetune
+    if labels is None:
+        return cnl_splits(name, n_localize, n_finetune, min(n_eval, max(n_test, 0)), seed, max_chars)
+    pool_ft = n_train if n_finetune and name in TRAIN_SPLIT else n_finetune
+    s = cnl_splits(name, n_localize, pool_ft, max(n_test, 0) if n_eval else 0, seed, max_chars)
+    return {"localize": s["localize"], "finetune": balanced(s["finetune"], n_finetune, seed) if n_finetune else [],
+            "eval": balanced(s["eval"], n_eval, seed) if n_eval else []}
 
 
 def ipp(erased: dict[str, float | list[float]], located_key: str, random_key: str) -> float:
@@ -233,21 +343,72 @@ def _per_data(x, codes):
     return float(np.mean([x[..., codes == c].mean() for c in np.unique(codes)]))
 
 
+ARMS = ("Located", "Random", "W/o located")
+
+
+def _arm(run_or_runs, key: str, epoch: int, data: str) -> np.ndarray:
+    """Per-question 1/0 of one arm: `[question]` for one run, `[draw, question]` for the
+    Random arm's draws (a list of runs: the draws are a seed level of the bootstrap)."""
+    if isinstance(run_or_runs, (list, tuple)):
+        return np.stack([r[key][epoch][data] for r in run_or_runs])
+    return run_or_runs[key][epoch][data]
+
+
+def _runs(run_or_runs) -> list[dict]:
+    return list(run_or_runs) if isinstance(run_or_runs, (list, tuple)) else [run_or_runs]
+
+
+def arm_accuracy(run_or_runs, epoch: int, data: str) -> float:
+    """Accuracy % of one arm on `data` after `epoch`: of its run, or the mean over the Random
+    arm's draws (a list of runs)."""
+    return float(np.mean([r["acc"][epoch][data] for r in _runs(run_or_runs)]))
+
+
+def arm_summary(enhanced: dict, base: dict[str, np.ndarray], base_pred: dict[str, np.ndarray] | None,
+                trivial: dict[str, float], competence_p=None) -> pd.DataFrame:
+    """One row per (fine-tuned data set, arm, draw): the accuracy % on its own data set after
+    the last epoch run, the base model's and the best trivial answer's (%), the p-value of
+    acc > trivial (`competence_p(data, correct)`, one-sided binomial; optional), the share of
+    questions given the modal answer (collapse share) and whether the arm collapsed (>= 0.9
+    where the base model does not), the epochs and steps run, whether the loss plateaued, the
+    final training loss, the wall time of the run and its training seconds per Adam step."""
+    rows = []
+    for (d, label), runs in enhanced.items():
+        for draw, r in enumerate(_runs(runs)):
+            c = r["correct"][r["stopped"]][d]
+            share = metrics.collapse_share(r["pred"][d]) if d in r.get("pred", {}) else math.nan
+            rows.append({"data set": d, "arm": label, "draw": draw, "acc %": 100 * c.mean(), "base %": 100 * base[d].mean(),
+                         "trivial %": 100 * trivial[d], "p (acc > trivial)": competence_p(d, c) if competence_p else math.nan,
+                         "collapse share": share,
+                         "collapse": bool(base_pred is not None and d in r.get("pred", {})
+                                          and metrics.collapsed(r["pred"][d], base_pred[d])),
+                         "epochs": r["stopped"], "steps": r.get("steps", math.nan), "plateau": r.get("plateau", False),
+                         "final loss": r["losses"][-1] if r["losses"] else math.nan, "seconds": r.get("seconds", math.nan),
+                         "s per step": (r.get("seconds", math.nan) - r.get("eval_seconds", 0.0)) / max(r.get("steps", 1), 1)})
+    return pd.DataFrame(rows)
+
+
 def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequence[str], sigma: float,
            sigmas: Sequence[float], halves: pd.DataFrame, cross: pd.DataFrame, kn_halves: pd.DataFrame,
            var_shares: dict[str, float], erased: dict, enhanced: dict, epochs: Sequence[int],
+           base: dict[str, np.ndarray], trivial: dict[str, float], base_pred: dict[str, np.ndarray] | None = None,
            n_resamples: int = 1000, seed: int = 0, notes: dict | None = None, figures: dict | None = None) -> list[Claim]:
     """CN-01 and CN-12..25 (CN-02..11 are notebooks 01, 02).
 
     datasets: every data set; competent: those the base model answers above the best trivial
-    answer (interventions.Competence.above_chance), the only ones whose accuracy changes count;
-    trained: the data sets erased and fine-tuned (Tab. 2, 3). halves, cross: `halves_draws` of
-    the CNL masks (sizes of Fig. 6; cross pairs of Fig. 4); kn_halves: `halves_draws` of KN's.
-    var_shares: {data set: % of neurons in the sigma-mask under Eq. 8 as written (variance)}.
-    erased: {data set: `erase_run` output}; enhanced: {(data set, "Located" | "Random" |
-    "W/o located"): `finetune` output}. Intervals: examples (within halves) for the masks,
-    questions (paired, per-data-set means averaged) for accuracies."""
-    notes, figures = notes or {}, figures or {}
+    answer (interventions.Competence.above_chance): erase claims (an accuracy LOSS) count only
+    these; enhance claims do not need base competence (fine-tuning can lift a data set from
+    chance: issue 22 item 5). trained: the data sets whose masks are erased (Tab. 3).
+    halves, cross: `halves_draws` of the CNL masks (sizes of Fig. 6; cross pairs of Fig. 4);
+    kn_halves: `halves_draws` of KN's. var_shares: {data set: % of neurons in the sigma-mask
+    under Eq. 8 as written (variance)}. erased: {data set: `erase_run` output} (the erased
+    data sets only); enhanced: {(data set, "Located" | "W/o located"): `finetune` output,
+    (data set, "Random"): [one `finetune` output per random draw]}. base: {data set: the base
+    model's 1/0 per evaluation question}; trivial: {data set: the best trivial answer's
+    accuracy (fraction)}; base_pred: {data set: the base model's answers} (collapse flags).
+    Intervals: examples (within halves) for the masks, questions (paired, per-data-set means
+    averaged; random draws a second level) for accuracies."""
+    notes, figures = dict(notes or {}), figures or {}
     ci = dict(n_resamples=n_resamples, seed=seed)
     out = []
 
@@ -268,53 +429,75 @@ def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequen
     shares = np.array([var_shares[d] for d in datasets])
     add("CN-14", Estimate.of(metrics.unit_mean_ci(shares, **ci), len(shares), "data sets"))
 
-    # accuracies: rows = questions of the competent trained data sets, concatenated
-    era = [d for d in trained if d in competent]
-    no_task = ("the base model does not beat the best trivial answer on any of the modified data sets "
-               f"({', '.join(trained)}): the precondition of an accuracy change is refuted")
-    fine = [d for d in era if (d, "Located") in enhanced]
+    # enhance: rows = evaluation questions of the fine-tuned data sets, concatenated; no competence needed
+    fine = [d for d in trained if all((d, a) in enhanced for a in ARMS)]
+    last = max(epochs)
+
+    def arms_note(ds, epoch):
+        parts = []
+        for d in ds:
+            acc = {a: 100 * np.mean(_arm(enhanced[d, a], "correct", epoch, d)) for a in ARMS}
+            stops = {a: [r["stopped"] for r in _runs(enhanced[d, a])] for a in ARMS}
+            parts.append(f"{d} at epoch {epoch}: " + ", ".join(f"{a} {fmt(v)} %" for a, v in acc.items())
+                         + f" (base {fmt(100 * base[d].mean())} %, best trivial answer {fmt(100 * trivial[d])} %; "
+                         + "epochs run " + ", ".join(f"{a} {'/'.join(map(str, v))}" for a, v in stops.items()) + ")")
+        return "; ".join(parts)
+
+    def collapse_flags(ds):
+        if base_pred is None:
+            return []
+        hit = any(metrics.collapsed(r["pred"][d], base_pred[d]) for d in ds for a in ARMS for r in _runs(enhanced[d, a])
+                  if d in r.get("pred", {}))
+        return ["collapse"] if hit else []
+
     if fine:
-        codes = np.concatenate([np.full(len(enhanced[d, "Located"]["correct"][min(epochs)][d]), i) for i, d in enumerate(fine)])
+        codes = np.concatenate([np.full(len(base[d]), i) for i, d in enumerate(fine)])
 
         def cat(label, epoch):
-            return np.concatenate([enhanced[d, label]["correct"][epoch][d] for d in fine])
-        conds = [cat(label, e) for e in epochs for label in ("Located", "Random", "W/o located")]
+            return np.concatenate([_arm(enhanced[d, label], "correct", epoch, d) for d in fine], axis=-1)
+        conds = [cat(label, e) for e in epochs for label in ARMS]
 
         def min_margin(*xs):
             c = xs[-1]
             return min(100 * (_per_data(xs[3 * i], c) - max(_per_data(xs[3 * i + 1], c), _per_data(xs[3 * i + 2], c)))
                        for i in range(len(epochs)))
-        add("CN-15", Estimate.of(metrics.bootstrap_ci(min_margin, *conds, codes, **ci), len(codes), "questions"))
+        notes.setdefault("CN-15", arms_note(fine, last))
+        add("CN-15", Estimate.of(metrics.bootstrap_ci(min_margin, *conds, codes, **ci), len(codes), "questions"),
+            flags=collapse_flags(fine))
         e1 = min(epochs)
+        notes.setdefault("CN-16", arms_note(fine, e1))
         add("CN-16", Estimate.of(metrics.bootstrap_ci(lambda l, w, c: 100 * (_per_data(l, c) - _per_data(w, c)),
                                                       cat("Located", e1), cat("W/o located", e1), codes, **ci),
-                                 len(codes), "questions"), flags=["paper inconsistent"])
+                                 len(codes), "questions"), flags=["paper inconsistent", *collapse_flags(fine)])
         if "emotion" in fine:
-            last = max(epochs)
-            l, w = (enhanced["emotion", k]["correct"][last]["emotion"] for k in ("Located", "W/o located"))
-            add("CN-17", Estimate.of(metrics.diff_ci(100 * l, 100 * w, **ci), len(l), "questions"))
+            l, w = (_arm(enhanced["emotion", k], "correct", last, "emotion") for k in ("Located", "W/o located"))
+            notes.setdefault("CN-17", arms_note(["emotion"], last))
+            add("CN-17", Estimate.of(metrics.diff_ci(100 * l, 100 * w, **ci), len(l), "questions"),
+                flags=collapse_flags(["emotion"]))
         else:
-            nothing("CN-17", "emotion is not fine-tuned, or the base model does not beat its best trivial answer "
-                             "(precondition refuted)" if "emotion" in trained else "emotion is not fine-tuned at this scale")
-        # App. G: change on the competent data sets a model was not trained on
-        last = max(epochs)
-        groups = [(d, t) for d in fine for t in competent if t != d]
+            nothing("CN-17", "emotion is not fine-tuned at this scale")
+        # App. G: accuracy on the data sets a model was not trained on (every evaluated one)
+        groups = [(d, t) for d in fine for t in datasets if t != d and t in enhanced[d, "Located"]["correct"][last]]
         if groups:
-            qid = {t: np.arange(len(erased[t]["base"])) + 10_000 * i for i, t in enumerate(competent)}
+            qid = {t: np.arange(len(base[t])) + 10_000 * i for i, t in enumerate(datasets)}
             units = np.concatenate([qid[t] for _, t in groups])
             gcodes = np.concatenate([np.full(len(qid[t]), i) for i, (_, t) in enumerate(groups)])
-            xs = [np.concatenate([enhanced[d, label]["correct"][last][t] for d, t in groups])
-                  for label in ("Located", "Random", "W/o located")]
+            xs = [np.concatenate([_arm(enhanced[d, label], "correct", last, t) for d, t in groups], axis=-1) for label in ARMS]
 
             def unseen(l, r, w, c):
                 return 100 * (_per_data(l, c) - max(_per_data(r, c), _per_data(w, c)))
+            notes.setdefault("CN-24", "unseen data sets (fine-tuned on -> tested): " + ", ".join(f"{d} -> {t}" for d, t in groups))
             add("CN-24", Estimate.of(metrics.bootstrap_ci(unseen, *xs, gcodes, units=units, **ci), len(set(units)), "questions"))
         else:
-            nothing("CN-24", "no competent data set besides the fine-tuned ones: nothing unseen to test on")
+            nothing("CN-24", "no evaluated data set besides the fine-tuned ones: nothing unseen to test on")
     else:
         for id in ("CN-15", "CN-16", "CN-17", "CN-24"):
-            nothing(id, no_task if not era else "no fine-tuning run: no sigma-6 neuron on the competent modified data sets")
+            nothing(id, "no data set is fine-tuned at this scale (or no sigma-6 neuron was located on one)")
 
+    # erase: an accuracy loss needs a base model that beats the best trivial answer
+    era = [d for d in trained if d in competent and d in erased]
+    no_task = ("the base model does not beat the best trivial answer on any of the erased data sets "
+               f"({', '.join(trained)}): the precondition of an accuracy loss is refuted")
     if era:
         codes = np.concatenate([np.full(len(erased[d]["base"]), i) for i, d in enumerate(era)])
         xs = []
@@ -325,6 +508,7 @@ def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequen
         def gaps(*x):
             c = x[-1]
             return [100 * (_per_data(x[2 * i], c) - _per_data(x[2 * i + 1], c)) for i in range(len(sigmas))]
+        notes.setdefault("CN-18", f"erased data sets the base model is competent on: {', '.join(era)}")
         add("CN-18", Estimate.of(metrics.bootstrap_ci(lambda *x: max(gaps(*x)), *xs, codes, **ci), len(codes), "questions"))
         if len(sigmas) >= 2:
             logs = np.log2(np.asarray(sigmas, dtype=float))
@@ -346,29 +530,44 @@ def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequen
         add("CN-22", draws_estimate(slopes, n_ex, "examples"))
     else:
         nothing("CN-22", "fewer than two data sizes with a non-empty mask in both halves at this scale: no slope")
-    unrelated = [t for t in competent if t not in ("gsm8k", "metamath")]
-    if "metamath" not in datasets or "gsm8k" not in trained:
-        nothing("CN-21", "needs GSM8K modified and Meta_Math evaluated at this scale")
-    elif "metamath" not in competent or not unrelated:
-        nothing("CN-21", "the base model does not beat the best trivial answer on Meta_Math (or on any unrelated data "
-                         "set): a change of its accuracy says nothing about math ability (precondition refuted)")
-    elif ("gsm8k", "Located") not in enhanced:
-        nothing("CN-21", "GSM8K is not fine-tuned: the base model does not beat the best trivial answer on it "
-                         "(precondition refuted), so its enhance arm is not run")
-    else:
-        tested = ["metamath", *unrelated]
-        codes = np.concatenate([np.full(len(erased[t]["base"]), i) for i, t in enumerate(tested)])
-        enh = np.concatenate([enhanced["gsm8k", "Located"]["correct"][max(epochs)][t] for t in tested])
-        ers = np.concatenate([erased[t]["of gsm8k"] for t in tested])
-        base = np.concatenate([erased[t]["base"] for t in tested])
 
-        def related(e, r, b, c):
-            dm = {i: (e[c == i].mean() - b[c == i].mean(), r[c == i].mean() - b[c == i].mean()) for i in np.unique(c)}
-            if 0 not in dm or len(dm) < 2:
-                return np.nan
-            others = [v for i, v in dm.items() if i]
-            return 100 * min(dm[0][0] - np.mean([o[0] for o in others]), np.mean([o[1] for o in others]) - dm[0][1])
-        add("CN-21", Estimate.of(metrics.bootstrap_ci(related, enh, ers, base, codes, **ci), len(codes), "questions"))
+    # CN-21: GSM8K's neurons, related (Meta_Math) vs unrelated data sets. Enhance needs no base competence;
+    # the erase part counts only where the base model beats the best trivial answer on Meta_Math and on an unrelated set
+    gsm = enhanced.get(("gsm8k", "Located"))
+    if "metamath" not in datasets or gsm is None:
+        nothing("CN-21", "needs GSM8K fine-tuned and Meta_Math evaluated at this scale")
+    else:
+        tested = ["metamath", *[t for t in datasets if t not in ("gsm8k", "metamath") and t in gsm["correct"][last]]]
+        codes = np.concatenate([np.full(len(base[t]), i) for i, t in enumerate(tested)])
+        enh = np.concatenate([gsm["correct"][last][t] for t in tested])
+        b0 = np.concatenate([base[t] for t in tested])
+
+        def related(e, b, c):  # Meta_Math change minus the mean change on the unrelated data sets
+            dm = [e[c == i].mean() - b[c == i].mean() for i in range(len(tested))]
+            return 100 * (dm[0] - np.mean(dm[1:]))
+        erase_ok = "metamath" in competent and "metamath" in erased and "of gsm8k" in erased["metamath"]
+        unrel = [t for t in tested[1:] if t in competent and t in erased and "of gsm8k" in erased[t]]
+        if len(tested) < 2:
+            nothing("CN-21", "no data set besides GSM8K and Meta_Math is evaluated: nothing unrelated to compare with")
+        elif erase_ok and unrel:
+            t2 = ["metamath", *unrel]
+            ers = np.concatenate([erased[t]["of gsm8k"] for t in t2])
+            codes2 = np.concatenate([np.full(len(base[t]), i) for i, t in enumerate(t2)])
+
+            def unrelated_loss(r, b, c):  # mean change on the unrelated data sets minus Meta_Math's change
+                dm = [r[c == i].mean() - b[c == i].mean() for i in range(len(t2))]
+                return 100 * (np.mean(dm[1:]) - dm[0])
+            est = Estimate.of(metrics.bootstrap_ci(related, enh, b0, codes, **ci), len(codes), "questions")
+            ers_est = Estimate.of(metrics.bootstrap_ci(unrelated_loss, ers, np.concatenate([base[t] for t in t2]), codes2, **ci),
+                                  len(codes2), "questions")
+            notes.setdefault("CN-21", f"the smaller of the enhance part ({fmt(est.value)}) and the erase part ({fmt(ers_est.value)})")
+            add("CN-21", Estimate(min(est.value, ers_est.value), min(est.lo, ers_est.lo), min(est.hi, ers_est.hi),
+                                  n=len(codes), n_of="questions"))
+        else:
+            notes.setdefault("CN-21", "enhance part only: the base model does not beat the best trivial answer on Meta_Math "
+                                      "(or on any unrelated data set), so the erase part (an accuracy loss) is not measurable; "
+                                      f"unrelated: {', '.join(tested[1:])}")
+            add("CN-21", Estimate.of(metrics.bootstrap_ci(related, enh, b0, codes, **ci), len(codes), "questions"))
     nothing("CN-23", "a second model (App. F: Llama2-13B / GPT-J) is not available here (BIG)")
 
     # CN-25: CNL - KN, halves overlap (examples) and IPP (questions, random draws as seeds)
