@@ -164,6 +164,12 @@ def execute(source: Path, output: Path, parameters: dict | None, kernel: str) ->
     )
 
 
+def cache_entries(run_dir: Path) -> int:
+    """Entries in the run's score cache (results/<slug>/cache): new ones mean a notebook computed something."""
+    cache = run_dir / "cache"
+    return sum(1 for _ in cache.glob("*")) if cache.is_dir() else 0
+
+
 def failure_message(err: Exception) -> str:
     from papermill.exceptions import PapermillExecutionError
 
@@ -224,7 +230,7 @@ def main(argv=None) -> int:
         parameters = {"MODEL": args.model, "SCALE": args.scale, "SEED": args.seed,
                       "RESULTS_DIR": str(nb_dir), "FIGURES_DIR": str(figures)}
         print(f"[{i}/{len(paths)}] {path.name}", flush=True)
-        start = time.perf_counter()
+        start, cached_before = time.perf_counter(), cache_entries(run_dir)
         status = "ok"
         try:
             execute(path, output, parameters, kernel)
@@ -234,9 +240,15 @@ def main(argv=None) -> int:
             print(f"  FAILED {path.name}: {failure_message(err)}\n  the executed copy with the error: {output}",
                   flush=True)
         seconds = time.perf_counter() - start
+        written = cache_entries(run_dir) - cached_before
+        previous = timings["notebooks"].get(path.stem, {})
         timings["notebooks"][path.stem] = {  # scale and seed per notebook: runs at other scales may share the folder
             "seconds": round(seconds, 1), "status": status, "scale": args.scale, "seed": args.seed,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # 0: every result came from the cache (a replay, much faster than a cold run); the wall time of
+            # the last run that computed something is kept beside it
+            "cache_entries_written": written,
+            "computed_seconds": round(seconds, 1) if written else previous.get("computed_seconds"),
         }
         write_json(timings_path, timings)
         if status == "ok":

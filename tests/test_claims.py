@@ -226,6 +226,46 @@ def test_write_and_read_claims(tmp_path, fixed_rules):
     assert (path.parent / "protocol.md").read_text() == "commonsense (cloze), 600 questions\n"
 
 
+def test_protocol_line_renders_the_runs_values(tmp_path, fixed_rules):
+    from neuronloc.claims import protocol_line
+
+    parts = {"tasks": ["sst2", "emotion"], "read-out": {"sst2": "letter", "emotion": "cloze"}, "questions": 204,
+             "lr": 1e-4, "sigma": 6.0, "competent": [], "plateau": True, "window": None}
+    assert protocol_line(parts) == ("tasks: sst2, emotion; read-out: sst2 letter, emotion cloze; questions: 204; "
+                                    "lr: 0.0001; sigma: 6; competent: none; plateau: yes; window: none")
+    path = tmp_path / "nb" / "claims.json"
+    write_claims(path, [], protocol={"tasks": ("a", "b"), "n": 3})
+    assert (path.parent / "protocol.md").read_text() == "tasks: a, b; n: 3\n"
+
+
+def test_claims_table_one_row_per_shown_claim(fixed_rules):
+    from neuronloc.experiments import claims_table
+
+    rows = [measured("NL-17", est(0.5, 3.0, 1.25)), na("NL-13", "one model size"), measured("NL-01", est(1.0, 2.0))]
+    frame = claims_table(rows, skip=("NL-01",))
+    assert list(frame.index) == ["NL-17", "NL-13"]
+    assert list(frame.columns) == ["verdict", "estimate", "lo", "hi", "n", "n of", "unit", "flags"]
+    assert frame.loc["NL-17", ["estimate", "lo", "hi"]].tolist() == [1.25, 0.5, 3.0]
+    assert frame.loc["NL-17", "verdict"] == rows[0].verdict and frame.loc["NL-13", "verdict"] == "n/a"
+    assert frame.loc["NL-13", ["estimate", "lo", "hi"]].isna().all()
+    assert claims_table([]).empty
+
+
+def test_verdicts_markdown_states_each_claims_numbers(fixed_rules):
+    from neuronloc.experiments import verdicts_markdown
+
+    rows = [measured("NL-17", est(0.5123, 3.049, 1.2345)), na("NL-13", "one model size"), measured("NL-01", est(1.0, 2.0))]
+    text = verdicts_markdown(rows, skip=("NL-01",))
+    assert text.startswith(f"**Verdicts of this run** (replicated {rows[0].verdict == 'replicated':d}, ")
+    assert "NL-01 left out here" in text and "**NL-01**" not in text
+    line = next(l for l in text.splitlines() if l.startswith("- **NL-17**"))
+    assert f"This run: 1.2 [0.51, 3] {rows[0].unit}, n = {rows[0].n} {rows[0].n_of}; " in line
+    assert line.endswith(f"→ **{rows[0].verdict}**.") and claims.describe(rows[0].rule) in line
+    assert "- **NL-13**" in text and "This run: **n/a** — one model size" in text
+    counts = {v: sum(c.verdict == v for c in rows[:2]) for v in claims.VERDICTS}
+    assert ", ".join(f"{v} {k}" for v, k in counts.items()) in text
+
+
 def test_write_claims_rejects_unknown_ids_repeats_and_foreign_rules(tmp_path, fixed_rules):
     with pytest.raises(ClaimError, match="unknown claim ids"):
         write_claims(tmp_path / "claims.json", [Claim("NL-39", "c", "v", 1.0, "", [0.5, 2.0], 3, "q", GREATER,

@@ -77,7 +77,7 @@ def _res(n_prompts=6, m=4, seed=0):
     rng = np.random.default_rng(seed)
     prompt = np.repeat(np.arange(n_prompts), m)
     truth = rng.normal(size=n_prompts * m) * 1e-3
-    cfg = type("Cfg", (), {"ig_steps": 20, "window": 64})()
+    cfg = type("Cfg", (), {"ig_steps": 20, "window": 64, "timing_rounds": 3})()
     res = {
         "prompt": prompt, "truth": truth, "linear": (prompt % 2 == 0),
         "est": {"NeurGrad": truth.copy(), "CG": truth * rng.choice([-1, 1], size=truth.size),
@@ -166,3 +166,7 @@ def test_timing_ratio_pairs_each_repetition_on_the_next_prompt(monkeypatch):
     # warm-up pair on p0, then p1, p2, p0, p1, p2; a and b of one pair on the same prompt
     assert [c[:2] for c in calls] == [(m, p) for p in ["p0", "p1", "p2", "p0", "p1", "p2"] for m in ("ig", "neurgrad")]
     assert all(kw == ({"steps": 20} if m == "ig" else {}) for m, _, kw in calls)
+    calls.clear()  # two rounds per repetition: each prompt timed twice in a row, a and b interleaved
+    linearity.timing_ratio(None, ["p0", "p1", "p2"], "ig", "neurgrad", repetitions=3, rounds=2)
+    assert [c[1] for c in calls[::2]] == ["p0", "p1", "p1", "p2", "p2", "p0", "p0"]
+    assert [c[0] for c in calls] == ["ig", "neurgrad"] * 7

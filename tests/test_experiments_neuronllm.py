@@ -371,6 +371,20 @@ def test_conclusions_state_the_claims_numbers():
     assert "commonsense 40" in text and "ner, chunking, sentiment are left out" in text
 
 
+def test_protocol_names_the_competent_tasks_sizes_and_main_half_width():
+    from neuronloc.claims import protocol_line
+    from neuronloc.experiments.neuronllm import protocol
+
+    r = result({"commonsense": task(strong=False)}, ["commonsense"])
+    rows = claims(r, CFG, n_resamples=100)
+    n01 = next(c for c in rows if c.id == "NL-01")
+    line = protocol_line(protocol(r, rows, CFG))
+    assert line.startswith("tasks: ner, chunking, sentiment, commonsense; competent (decide the claims): commonsense; "
+                           "read-out: commonsense pmi; evaluation questions: commonsense 40; ")
+    assert f"K: 5; budgets: 10, 100, 500; NL-01 half-width: {sig((n01.ci[1] - n01.ci[0]) / 2)} pp (paper's margin " in line
+    assert "NL-01" not in protocol_line(protocol(r, [c for c in rows if c.id != "NL-01"], CFG))
+
+
 def test_intervention_rows_add_the_collapse_share_per_ratio():
     from neuronloc.experiments.neuronllm import intervention_rows
     from neuronloc.tasks import MCQuestion

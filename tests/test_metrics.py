@@ -226,6 +226,12 @@ def test_repeated_ratio_interleaves_and_averages(monkeypatch):
     mean, lo, hi, ratios = repeated_ratio(a, b, repetitions=5, warmup=1)
     assert calls == ["a", "b"] * 6 and ratios == [3.0, 4.0, 3.0, 2.0, 3.0]
     assert mean == pytest.approx(3.0) and 2.0 <= lo <= 3.0 <= hi <= 4.0
+    # rounds: per repetition the smallest a over the smallest b (a slow round, e.g. under load, drops out)
+    calls.clear()
+    a = run("a", [1.0, 3.0, 9.0, 4.0, 4.0])
+    b = run("b", [1.0, 5.0, 1.0, 2.0, 1.0])
+    mean, lo, hi, ratios = repeated_ratio(a, b, repetitions=2, warmup=1, rounds=2)
+    assert calls == ["a", "b"] * 5 and ratios == [3.0, 4.0]  # min(3, 9) / min(5, 1); min(4, 4) / min(2, 1)
 
 
 def test_collapse_share_and_flag():

@@ -42,7 +42,7 @@ def run_dir(tmp_path, monkeypatch):
         "model": "tiny/model", "scale": "default", "seed": 3,
         "environment": {"python": "3.11", "torch": "2.13.0", "device": "cpu (2 cores)"},
         "notebooks": {"01_neuronllm": {"seconds": 3600.4, "status": "ok"},
-                      "05_neg": {"seconds": 125, "status": "ok"}}}))
+                      "05_neg": {"seconds": 125, "status": "ok", "cache_entries_written": 0, "computed_seconds": 700.2}}}))
     return run
 
 
@@ -82,6 +82,7 @@ def test_report_header_and_counts(run_dir):
     assert re.search(r"commit: `(\w+|unknown.*)`", text)
     assert "wall time: 1 h 02 min (2 notebooks)" in text
     assert "| 01_neuronllm | ok | 1 h 00 min | 3 |" in text
+    assert "| 05_neg | ok | 2 min 05 s (from its cache; last computing run 11 min 40 s) | 2 |" in text
     # paper | claims | replicated | contradicted | inconclusive | n/a | not run yet | underpowered
     assert "| NeuronLLM | 38 | 1 | 0 | 1 | 36 | 35 | 1 |" in text
     assert "| NEG | 34 | 1 | 1 | 0 | 32 | 32 | 0 |" in text
@@ -160,3 +161,21 @@ def test_rounded_keeps_two_significant_digits():
 def test_make_report_runs_the_module():
     makefile = (report.ROOT / "Makefile").read_text()
     assert re.search(r"^report: setup\n\t\$\(PY\) -m neuronloc\.report --model \"\$\(MODEL\)\" --scale \$\(SCALE\)", makefile, re.M)
+
+
+def test_run_notebooks_counts_the_cache_entries_a_run_writes(tmp_path):
+    """timings.json's `cache_entries_written` (0: the notebook replayed its cache) comes from
+    the entries in results/<slug>/cache before and after the run."""
+    import importlib.util
+
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "run_notebooks.py"
+    spec = importlib.util.spec_from_file_location("run_notebooks", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.cache_entries(tmp_path) == 0  # no cache folder yet
+    (tmp_path / "cache").mkdir()
+    for name in ("a.pt", "b.pt"):
+        (tmp_path / "cache" / name).write_bytes(b"x")
+    assert module.cache_entries(tmp_path) == 2

@@ -8,7 +8,6 @@ import torch
 
 from neuronloc.localization import applied, corpus_texts, key_moments, make_fact, rome_edit
 from neuronloc.localization.facts import last_probs
-from neuronloc.sites import UnsupportedModelError
 from neuronloc.store import Store
 
 from conftest import CharTokenizer, tiny_llama
@@ -86,12 +85,34 @@ def test_gpt2_conv1d_weight_is_edited_in_its_in_out_orientation():
     assert torch.equal(model.transformer.h[0].mlp.c_proj.weight, W0)
 
 
-def test_families_with_a_normed_mlp_output_are_refused():
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_families_with_a_normed_mlp_output_are_edited_at_the_projection(family):
+    """Gemma 2/3 norm the MLP output (post_feedforward_layernorm) before the residual add: the
+    value is optimised at the down-projection's output, through the norm; the edit changes
+    that layer's down_proj only, moves the new object, and the projection then outputs v* at
+    the subject's last token, which the norm receives."""
     from test_sites import build
     from neuronloc.models import from_module
-    lm = from_module(build("gemma2"), CharTokenizer(64), name="gemma2")
-    with pytest.raises(UnsupportedModelError, match="down-projection"):
-        rome_edit(lm, "Music by Toko", 0, subject="Toko", new="piano", **FAST)
+    model = build(family).double()
+    lm = from_module(model, CharTokenizer(64), name=family)
+    fact = make_fact(lm, "Music by Toko", "Toko", "piano")
+    before = float(last_probs(lm, fact.prompt)[0, fact.target])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    edit = rome_edit(lm, "Music by Toko", 1, subject="Toko", new="piano", **FAST)
+    seen = []
+    norm = model.model.layers[1].post_feedforward_layernorm
+    hook = norm.register_forward_pre_hook(lambda m, args: seen.append(args[0][0, fact.subject_last].detach().clone()))
+    try:
+        with applied(lm, edit):
+            after = float(last_probs(lm, fact.prompt)[0, fact.target])
+            changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
+    finally:
+        hook.remove()
+    assert changed == ["model.layers.1.mlp.down_proj.weight"]
+    assert torch.allclose(seen[-1], edit.value, rtol=1e-6, atol=1e-9)  # what the norm receives is v*
+    # the norm bounds what one position's MLP output can add: the random tiny model moves less than LLaMA's
+    assert after > 1.1 * before
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
 def test_counterfact_corpus_reads_the_train_split():

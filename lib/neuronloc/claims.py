@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -268,11 +269,36 @@ def na(id: str, reason: str, flags=(), figure=None) -> Claim:
                  flags=list(flags), note=reason, figure=figure)
 
 
-def write_claims(path: str | os.PathLike, claims: list[Claim], protocol: str | None = None) -> Path:
+def _protocol_value(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_protocol_value(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, Iterable):
+        return ", ".join(_protocol_value(v) for v in value) or "none"
+    return str(value)
+
+
+def protocol_line(parts: Mapping[str, object]) -> str:
+    """One line on what decided a notebook's claims, from the run's own values:
+    {"tasks": ["sst2", "emotion"], "read-out": {"sst2": "letter"}, "questions": 204}
+    -> "tasks: sst2, emotion; read-out: sst2 letter; questions: 204" (floats as %g, an
+    empty list as "none")."""
+    return "; ".join(f"{name}: {_protocol_value(value)}" for name, value in parts.items())
+
+
+def write_claims(path: str | os.PathLike, claims: list[Claim], protocol: str | Mapping | None = None) -> Path:
     """Write `claims` as claims.json at `path` (atomically). Every id must be in the registry,
     with its registered rule and the verdict that rule gives, and no id twice. Figure paths
-    are stored relative to the claims.json folder. protocol: one line on what decided these
-    claims (tasks, read-outs, sizes), written beside as protocol.md for REPORT.md."""
+    are stored relative to the claims.json folder. protocol: what decided these claims (tasks,
+    read-outs, sizes) as one line or as a mapping for `protocol_line`, written beside as
+    protocol.md for REPORT.md."""
     path = Path(path)
     ids = [c.id for c in claims]
     unknown = [i for i in ids if i not in registry_ids()]
@@ -292,6 +318,8 @@ def write_claims(path: str | os.PathLike, claims: list[Claim], protocol: str | N
             record["figure"] = os.path.relpath(Path(claim.figure).resolve(), path.parent.resolve())
         records.append(record)
     _write_json(path, records)
+    if isinstance(protocol, Mapping):
+        protocol = protocol_line(protocol)
     if protocol is not None:
         write_atomic(path.with_name("protocol.md"), " ".join(protocol.split()) + "\n")
     return path

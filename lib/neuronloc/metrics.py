@@ -199,18 +199,24 @@ def unit_mean_ci(values, units=None, **kw) -> tuple[float, float, float]:
     return bootstrap_ci(np.mean, values, units=units, **kw)
 
 
-def repeated_ratio(fn_a, fn_b, repetitions: int = 5, warmup: int = 1, seed: int = 0) -> tuple[float, float, float, list]:
+def repeated_ratio(fn_a, fn_b, repetitions: int = 5, warmup: int = 1, seed: int = 0,
+                   rounds: int = 1) -> tuple[float, float, float, list]:
     """Wall-time ratio time(fn_a) / time(fn_b) from `repetitions` interleaved runs (a, b, a, b,
     ... after `warmup` untimed pairs), so load on the machine hits both alike: (mean ratio, lo,
-    hi, per-repetition ratios), the interval a bootstrap over repetitions."""
+    hi, per-repetition ratios), the interval a bootstrap over repetitions. rounds > 1: each
+    repetition times `rounds` interleaved pairs and takes min(a) / min(b) (timeit's rule: the
+    smallest of repeated timings is the cost, larger ones are other processes' interference)."""
     import time
 
     for _ in range(warmup):
         fn_a(), fn_b()
     ratios = []
     for _ in range(repetitions):
-        t0 = time.perf_counter(); fn_a(); t1 = time.perf_counter(); fn_b(); t2 = time.perf_counter()
-        ratios.append((t1 - t0) / (t2 - t1))
+        a, b = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter(); fn_a(); t1 = time.perf_counter(); fn_b(); t2 = time.perf_counter()
+            a.append(t1 - t0), b.append(t2 - t1)
+        ratios.append(min(a) / min(b))
     return (*unit_mean_ci(ratios, seed=seed), ratios)
 
 

@@ -104,6 +104,11 @@ def repeated(run_dir: Path, found: dict[str, tuple[str, Claim]]) -> tuple[list[s
     return (["## Repeated runs", ""] + lines if lines else []), unstable
 
 
+def number(x, sig: int = 2) -> str:
+    """`x` rounded to `sig` significant digits, as text for notes and conclusions (0.98, 1e-05, 120.0)."""
+    return str(rounded(float(x), sig))
+
+
 def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
@@ -183,8 +188,14 @@ def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = N
         lines += ["| notebook | status | wall time | claims |", "| --- | --- | ---: | ---: |"]
         for name, info in sorted(notebooks.items()):
             n_claims = sum(nb == name for nb, _ in found.values())
-            lines.append(f"| {name} | {info.get('status', '?')} | {duration(info.get('seconds', 0))} | {n_claims} |")
-        lines.append("")
+            replay = info.get("cache_entries_written") == 0
+            computed = info.get("computed_seconds")
+            wall = duration(info.get("seconds", 0)) + (
+                f" (from its cache; last computing run {duration(computed)})" if replay and computed else
+                " (from its cache)" if replay else "")
+            lines.append(f"| {name} | {info.get('status', '?')} | {wall} | {n_claims} |")
+        lines += ["", "Wall time of each notebook's last run; one that found every result in its cache (`from its "
+                  "cache`) takes a fraction of a cold run.", ""]
     protocols = sorted(run_dir.glob("*/protocol.md"))
     if protocols:
         lines += ["What decided each notebook's claims (tasks, read-outs, sizes):", ""]

@@ -11,11 +11,16 @@ and shows the result (README, "Keep notebooks thin").
   cross_method   07: every localizer on one model under one protocol
 
 General pieces (metrics, interventions, localizers) stay in their own modules; these
-modules hold what is specific to one notebook's experiment.
+modules hold what is specific to one notebook's experiment. Shared by every notebook:
+
+  setup          the setup cell: seed, figure style, quiet and stable output (nbval)
+  claims_table   a notebook's claims as the frame it prints
+  verdicts_markdown  the claims in words, every number from the rows (a notebook's last cell)
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -23,6 +28,8 @@ import transformers
 
 from .. import plots
 from ..attribution import CompletenessWarning
+from ..claims import VERDICTS, Claim, describe, registry_entry
+from ..report import rounded
 
 
 def setup(seed: int) -> None:
@@ -41,3 +48,42 @@ def setup(seed: int) -> None:
     pd.set_option("display.float_format", "{:g}".format)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+
+
+def claims_table(rows: Sequence[Claim], skip: Sequence[str] = ()) -> pd.DataFrame:
+    """A notebook's claims as the frame it prints (through `report.rounded`): per id the
+    verdict, estimate, 95 % interval (lo, hi; NaN for n/a), n, what n counts, unit and flags.
+    `skip`: ids left out of the print (wall-time claims, NG-09 and NL-36, whose values vary
+    between runs where nbval compares the output); claims.json keeps them."""
+    def bound(c, i):
+        return c.ci[i] if c.ci and c.ci[i] is not None else float("nan")
+
+    return pd.DataFrame([{"id": c.id, "verdict": c.verdict, "estimate": float("nan") if c.estimate is None else c.estimate,
+                          "lo": bound(c, 0), "hi": bound(c, 1), "n": c.n, "n of": c.n_of, "unit": c.unit,
+                          "flags": ", ".join(c.flags)} for c in rows if c.id not in skip],
+                        columns=["id", "verdict", "estimate", "lo", "hi", "n", "n of", "unit", "flags"]).set_index("id")
+
+
+def _sig(value) -> str:
+    return f"{rounded(float(value)):g}"  # two significant digits: nbval compares the output
+
+
+def verdicts_markdown(rows: Sequence[Claim], skip: Sequence[str] = ()) -> str:
+    """A notebook's claims in words (its conclusions cell): the count per verdict, then per
+    claim what the paper says and its value, this run's estimate with its 95 % interval and
+    n, the registered rule in words and the verdict it gives, or the reason for n/a. Every
+    number comes from `rows` (two significant digits); `skip`: ids left out (wall times)."""
+    shown = [c for c in rows if c.id not in skip]
+    counts = ", ".join(f"{v} {sum(c.verdict == v for c in shown)}" for v in VERDICTS)
+    lines = [f"**Verdicts of this run** ({counts}; each decided by its pre-registered rule on the 95 % interval"
+             + (f"; {', '.join(skip)} left out here, see claims.json" if any(c.id in skip for c in rows) else "") + "):", ""]
+    for c in shown:
+        paper = f"- **{c.id}** — the paper: {registry_entry(c.id)['claim']} ({c.paper_value})."
+        if c.verdict == "n/a":
+            lines.append(f"{paper} This run: **n/a** — {c.note}")
+            continue
+        interval = f" [{_sig(c.ci[0])}, {_sig(c.ci[1])}]" if c.ci and c.ci[0] is not None else " (no interval)"
+        flags = f" ({', '.join(c.flags)})" if c.flags else ""
+        lines.append(f"{paper} This run: {_sig(c.estimate)}{interval} {c.unit}, n = {c.n} {c.n_of}; "
+                     f"rule: {describe(c.rule)} → **{c.verdict}**{flags}.")
+    return "\n".join(lines)

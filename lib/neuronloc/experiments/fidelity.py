@@ -351,13 +351,6 @@ def claims(overlaps: pd.DataFrame, kn_known: pd.DataFrame, rome: pd.DataFrame, r
     return out
 
 
-def claims_table(rows: Sequence[Claim]) -> pd.DataFrame:
-    """The claims as the notebooks print them: id, estimate, interval, n, verdict, flags (rounded)."""
-    return pd.DataFrame([{"id": c.id, "estimate": "" if c.estimate is None else rounded(c.estimate), "95% CI": "" if c.ci is None or c.ci[0] is None else
-                          f"[{rounded(c.ci[0])}, {rounded(c.ci[1])}]", "n": f"{c.n} {c.n_of}".strip(), "unit": c.unit,
-                          "verdict": c.verdict, "flags": ", ".join(c.flags)} for c in rows]).set_index("id")
-
-
 def conclusions(rows: Sequence[Claim], baselines: pd.DataFrame, recall_vs: pd.DataFrame, rome_gap: pd.DataFrame,
                 sensitivity: str | None = None) -> str:
     """The notebook's conclusions as Markdown, every number from `rows` (the claims),

@@ -20,6 +20,7 @@ from scipy import stats
 from .. import metrics, neg
 from ..models import LM
 from ..neg import Study
+from ..report import number
 from ..tasks.loaders import Example, load_examples
 
 
@@ -161,24 +162,24 @@ def claims(res: dict, cfg, timing: dict | None = None, n_resamples: int = 1000, 
     out.append(measured("NG-03", pairs(_pairs_ci(res, np.mean, "linear", **kw)),
                         note=f"{len(res['truth'])} (prompt, neuron) pairs from {n_prompts} prompts"))
     out.append(measured("NG-04", pairs(_pairs_ci(res, lambda t: np.mean(t > 0), "truth", **kw)),
-                        note=f"{len(res['truth'])} pairs; negative share {_num(np.mean(res['truth'] < 0))}"))
+                        note=f"{len(res['truth'])} pairs; negative share {number(np.mean(res['truth'] < 0))}"))
 
     # NG-05 .. NG-08: estimators against the ground truth
     r_cg = _r(res["est"]["CG"], res["truth"])
     out.append(measured("NG-05", pairs(_pairs_ci(res, lambda c, t: _r(np.abs(c), np.abs(t)) - abs(_r(c, t)), "CG", "truth", **kw)),
-                        note=f"r(|CG|, |NEG|) {_num(_r(np.abs(res['est']['CG']), np.abs(res['truth'])))}, r(CG, NEG) {_num(r_cg)}; "
+                        note=f"r(|CG|, |NEG|) {number(_r(np.abs(res['est']['CG']), np.abs(res['truth'])))}, r(CG, NEG) {number(r_cg)}; "
                              "the paper's −0.429 is not Tab. 2's CG average (−0.215, CLAIMS.md §3.3)"))
     out.append(measured("NG-06", pairs(_pairs_ci(res, lambda g, t: np.mean(np.sign(g) == np.sign(t)), "NeurGrad", "truth", **kw)),
-                        note=f"sign(CG) alone agrees for {_num(np.mean(np.sign(res['est']['CG']) == np.sign(res['truth'])))}; "
+                        note=f"sign(CG) alone agrees for {number(np.mean(np.sign(res['est']['CG']) == np.sign(res['truth'])))}; "
                              "site ffn.mid (act(gate)·up), sign of the unedited activation"))
     rs = {k: _r(v, res["truth"]) for k, v in res["est"].items()}
     out.append(measured("NG-07", pairs(_pairs_ci(res, lambda g, c, i, l, t: _r(g, t) - max(_r(c, t), _r(i, t), _r(l, t)),
                                                  "NeurGrad", "CG", "IG", "LPI", "truth", **kw)),
-                        note="pooled r: " + ", ".join(f"{k} {_num(v)}" for k, v in rs.items())))
+                        note="pooled r: " + ", ".join(f"{k} {number(v)}" for k, v in rs.items())))
     mae = lambda a, t: float(np.mean(np.abs(a - t)))
     out.append(measured("NG-08", pairs(_pairs_ci(res, lambda g, c, t: 1 - mae(g, t) / mae(c, t), "NeurGrad", "CG", "truth", **kw)),
-                        note=f"MAE NeurGrad {_num(mae(res['est']['NeurGrad'], res['truth']))}, CG {_num(mae(res['est']['CG'], res['truth']))}, "
-                             f"IG {_num(mae(res['est']['IG'], res['truth']))} (the paper's own MAE is not lowest for NeurGrad on 3 of 6 models)"))
+                        note=f"MAE NeurGrad {number(mae(res['est']['NeurGrad'], res['truth']))}, CG {number(mae(res['est']['CG'], res['truth']))}, "
+                             f"IG {number(mae(res['est']['IG'], res['truth']))} (the paper's own MAE is not lowest for NeurGrad on 3 of 6 models)"))
 
     # NG-09: interleaved repetitions in one run
     if timing:
@@ -186,8 +187,8 @@ def claims(res: dict, cfg, timing: dict | None = None, n_resamples: int = 1000, 
         cg = timing.get("neurgrad_cg")
         out.append(measured("NG-09", Estimate(mean, lo, hi, len(ratios), "repetitions"),
                             note=f"IG with {cfg.ig_steps} steps (fast path, prefix cached) against NeurGrad, one prompt per repetition in turn, "
-                                 f"{len(ratios)} interleaved repetitions on this CPU; NeurGrad / CG "
-                                 f"{_num(cg[0]) if cg else 'not timed'}. The paper's 120× is Llama2-7B on an A6000 with a full IG; "
+                                 f"{len(ratios)} repetitions of {cfg.timing_rounds} interleaved pairs each (smallest time of each) on this CPU; NeurGrad / CG "
+                                 f"{number(cg[0]) if cg else 'not timed'}. The paper's 120× is Llama2-7B on an A6000 with a full IG; "
                                  "ratios, not seconds, are the result"))
     else:
         out.append(na("NG-09", "not timed in this run"))
@@ -220,17 +221,17 @@ def claims(res: dict, cfg, timing: dict | None = None, n_resamples: int = 1000, 
     out.append(measured("NG-13", Estimate.of(_nan_mean_ci(main[:, j], kw), int(np.isfinite(main[:, j]).sum()), "prompts"),
                         figure=fig("04_fig5_multi"),
                         note=f"N = {big}; r at N = {same_share} (the share of neurons 2^12 is of Llama2-7B's): "
-                             f"{_num(np.nanmean(main[:, sizes.index(same_share)]))}; Spearman(N, r) {_num(r_trend)}, "
-                             f"Spearman(N, |shift|) {_num(shift_trend)}; r at each N: "
-                             + ", ".join(f"{n} {_num(v)}" for n, v in zip(sizes, np.nanmean(main, 0)))))
+                             f"{number(np.nanmean(main[:, sizes.index(same_share)]))}; Spearman(N, r) {number(r_trend)}, "
+                             f"Spearman(N, |shift|) {number(shift_trend)}; r at each N: "
+                             + ", ".join(f"{n} {number(v)}" for n, v in zip(sizes, np.nanmean(main, 0)))))
     widest = max(res["ranges"])
     at_big = [np.nanmean(res["multi_r"][lim][:, j]) for lim in sorted(res["ranges"])]
     range_trend = stats.spearmanr(sorted(res["ranges"]), at_big).statistic if len(at_big) > 2 else math.nan
     col = res["multi_r"][widest][:, j]
     out.append(measured("NG-14", Estimate.of(_nan_mean_ci(col, kw), int(np.isfinite(col).sum()), "prompts"),
                         figure=fig("04_fig14_multi_ranges"),
-                        note=f"N = {big}, range [0, {widest:g}]; Spearman(range, r) {_num(range_trend)}; r per range: "
-                             + ", ".join(f"[0, {lim:g}] {_num(v)}" for lim, v in zip(sorted(res["ranges"]), at_big))))
+                        note=f"N = {big}, range [0, {widest:g}]; Spearman(range, r) {number(range_trend)}; r per range: "
+                             + ", ".join(f"[0, {lim:g}] {number(v)}" for lim, v in zip(sorted(res["ranges"]), at_big))))
 
     # NG-30: PG and LG of the linear top neurons, interval over prompts
     tl, ly = res["top_linear"], res["top_layer"]
@@ -239,7 +240,7 @@ def claims(res: dict, cfg, timing: dict | None = None, n_resamples: int = 1000, 
     pg, lg = _generality(tl, ly, res["n_layers"])
     layers_hit = int((np.bincount(ly[tl], minlength=res["n_layers"]) > 0).sum())
     out.append(measured("NG-30", Estimate.of(boot, len(tl), "prompts"),
-                        note=f"linear ratio {_num(tl.mean())}, PG {_num(pg)}, LG {_num(lg)}; LG's coverage term: {layers_hit} of "
+                        note=f"linear ratio {number(tl.mean())}, PG {number(pg)}, LG {number(lg)}; LG's coverage term: {layers_hit} of "
                              f"{res['n_layers']} layers hold a linear top neuron, from {len(tl)} prompts × {tl.shape[1]} neurons "
                              "(paper 1,000 × 100): coverage grows with the number of prompts"))
     out.append(measured("NG-31", Estimate.of(metrics.unit_mean_ci(res["within10"], **kw), len(res["within10"]), "prompts"),
@@ -249,7 +250,7 @@ def claims(res: dict, cfg, timing: dict | None = None, n_resamples: int = 1000, 
     mean_var_r = _r(res["layer_mean"], res["layer_var"])
     out.append(na("NG-33", "holds by construction: NEG has mean ≈ 0 (NG-32), so a layer's variance is about its mean "
                            "square, which grows with the layer's mean |NEG|; any change of scale across layers makes the "
-                           f"correlation positive. Measured r(layer mean |NEG|, layer variance) = {_num(mean_var_r)}, "
+                           f"correlation positive. Measured r(layer mean |NEG|, layer variance) = {number(mean_var_r)}, "
                            f"largest mean |NEG| at layer {int(np.argmax(res['layer_mean']))} of {res['n_layers']}",
                   flags=["by construction"], figure=fig("04_fig12_layers")))
     order = {c.id: c for c in out}
@@ -265,40 +266,31 @@ def _nan_mean_ci(values, kw) -> tuple[float, float, float]:
     return metrics.unit_mean_ci(v, **kw)
 
 
-def _num(x) -> str:
-    from ..report import rounded
-
-    return str(rounded(float(x)))
-
-
 def _fmt(triple) -> str:
     v, lo, hi = triple
-    return f"{_num(v)} [{_num(lo)}, {_num(hi)}]"
+    return f"{number(v)} [{number(lo)}, {number(hi)}]"
 
 
-def table(rows) -> "pd.DataFrame":
-    """The claims as a table for the notebook: id, verdict, estimate, interval, n, unit, flags."""
-    import pandas as pd
-
-    return pd.DataFrame([{"id": c.id, "verdict": c.verdict, "estimate": c.estimate if c.estimate is not None else np.nan,
-                          "lo": c.ci[0] if c.ci and c.ci[0] is not None else np.nan,
-                          "hi": c.ci[1] if c.ci and c.ci[1] is not None else np.nan,
-                          "n": c.n, "n of": c.n_of, "unit": c.unit, "flags": ", ".join(c.flags)} for c in rows]).set_index("id")
-
-
-def timing_ratio(lm, prompts: Sequence, a: str, b: str, repetitions: int, seed: int = 0, a_kwargs=None, b_kwargs=None):
+def timing_ratio(lm, prompts: Sequence, a: str, b: str, repetitions: int, seed: int = 0, a_kwargs=None, b_kwargs=None,
+                 rounds: int = 1):
     """`metrics.repeated_ratio` of `attribute(a)` over `attribute(b)` (NG-09: a = "ig", b = "neurgrad"):
-    interleaved a, b, a, b, ..., each (a, b) pair on the next prompt in turn (the warm-up pair
-    on the first), so the interval covers prompts and machine load. Returns (mean, lo, hi, ratios)."""
+    interleaved a, b, a, b, ..., each repetition on the next prompt in turn (the warm-up pair on
+    the first), so the interval covers prompts; `rounds` pairs per repetition on its prompt, the
+    ratio of their smallest times (load on the machine only ever adds time). Returns (mean, lo,
+    hi, ratios)."""
     from ..attribution import attribute
 
-    turn = {"i": -1}
+    calls = {"a": 0}
+
+    def prompt():  # call 0 is the warm-up (first prompt), then `rounds` calls per prompt in turn
+        c = calls["a"] - 1
+        return prompts[0 if c == 0 else ((c - 1) // rounds + 1) % len(prompts)]
 
     def run_a():
-        turn["i"] += 1
-        return attribute(a, lm, prompts[turn["i"] % len(prompts)], **(a_kwargs or {}))
+        calls["a"] += 1
+        return attribute(a, lm, prompt(), **(a_kwargs or {}))
 
     def run_b():
-        return attribute(b, lm, prompts[turn["i"] % len(prompts)], **(b_kwargs or {}))
+        return attribute(b, lm, prompt(), **(b_kwargs or {}))
 
-    return metrics.repeated_ratio(run_a, run_b, repetitions=repetitions, seed=seed)
+    return metrics.repeated_ratio(run_a, run_b, repetitions=repetitions, seed=seed, rounds=rounds)

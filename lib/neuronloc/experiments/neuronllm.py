@@ -14,7 +14,7 @@
   rac, effect     signed RAC of an arm on some examples (the best ratio chosen on the
                   other half of the examples for swept arms)
   claims          every NL-* claim as a claims.json row (estimate, interval, rule, verdict)
-  claims_table    the rows as a frame for printing
+  protocol        what decided them (tasks, read-outs, sizes), for write_claims
 
 Frames are `arm_rows` rows (one per arm and ratio: task, method, mode, ratio, acc, com,
 rac, rcc, fail, effect_acc, effect_com, best, ...); `best` is those with best == True and
@@ -631,12 +631,19 @@ def claims(result: Result, cfg, n_resamples: int = 1000, seed: int = 0) -> list[
     return [order[i] for i in sorted(order)]
 
 
-def claims_table(rows: Sequence[Claim], skip: Sequence[str] = ("NL-36",)) -> pd.DataFrame:
-    """The claims as a frame (id, verdict, estimate, lo, hi, n, flags) for printing, without
-    `skip` (NL-36 rests on wall times, which vary between runs)."""
-    return pd.DataFrame([{"id": c.id, "verdict": c.verdict, "estimate": c.estimate,
-                          "lo": c.ci[0] if c.ci else None, "hi": c.ci[1] if c.ci else None, "n": c.n,
-                          "unit": c.unit, "flags": ", ".join(c.flags)} for c in rows if c.id not in skip]).set_index("id")
+def protocol(result: Result, rows: Sequence[Claim], cfg) -> dict:
+    """What decided the NL claims, for `write_claims(protocol=...)`: the tasks, the competent
+    ones and their read-outs, the evaluation questions per competent task, the localization
+    settings, and the 95 % half-width of the main comparison (NL-01) against the paper's margin."""
+    r, by = result, {c.id: c for c in rows}
+    out = {"tasks": r.tasks, "competent (decide the claims)": r.competent,
+           "read-out": {t: r.readout[t] for t in r.competent},
+           "evaluation questions": {t: ev.n for t, ev in r.evals.items() if t in r.competent},
+           "identification examples per task": cfg.n_train, "K": r.k, "budgets": r.budgets}
+    main = by.get("NL-01")
+    if main is not None and main.verdict != "n/a" and main.ci[0] is not None:
+        out["NL-01 half-width"] = f"{sig((main.ci[1] - main.ci[0]) / 2)} pp (paper's margin {sig(main.rule['effect'])} pp)"
+    return out
 
 
 def conclusions(rows: Sequence[Claim], result: Result) -> str:

@@ -26,6 +26,7 @@ import torch
 from scipy import stats
 
 from .. import metrics, probes
+from ..report import number
 from ..tasks import few_shot
 from ..tasks.core import MCQuestion
 from ..tasks.loaders import load_task
@@ -200,30 +201,30 @@ def claims(res: dict, cfg, n_resamples: int = 1000, seed: int = 0, figures: str 
 
     # NG-15: LM-Prob against the baseline; the letter read-out as a labelled figure in the note
     letter = res.get("letter")
-    letter_note = (f"; letter read-out (the paper's): {_num(mean(letter))} against baseline {_num(base)}" if letter is not None else "")
+    letter_note = (f"; letter read-out (the paper's): {number(mean(letter))} against baseline {number(base)}" if letter is not None else "")
     out.append(measured("NG-15", q(metrics.bootstrap_ci(lambda x: np.mean(x) - base, c["lm_prob"], **kw)),
-                        note=f"LM-Prob {_num(mean(c['lm_prob']))}, baseline {_num(base)}, on {on}{letter_note}"))
+                        note=f"LM-Prob {number(mean(c['lm_prob']))}, baseline {number(base)}, on {on}{letter_note}"))
     # NG-16, NG-17: paired differences
     out.append(measured("NG-16", q(metrics.diff_ci(c["magn"], c["lm_prob"], **kw)),
-                        note=f"Magn {_num(mean(c['magn']))}, LM-Prob {_num(mean(c['lm_prob']))} on {on}; the per-task "
+                        note=f"Magn {number(mean(c['magn']))}, LM-Prob {number(mean(c['lm_prob']))} on {on}; the per-task "
                              f"'wins on >= 90 % of tasks' half needs more competent tasks than {len(res['tasks'])}"))
     leak = res.get("leak")
-    leak_note = (f"; label-shuffled Tree-Probe {_num(leak.hits / leak.total)} vs chance {_num(leak.chance)} (p {_num(leak.p)}: "
+    leak_note = (f"; label-shuffled Tree-Probe {number(leak.hits / leak.total)} vs chance {number(leak.chance)} (p {number(leak.p)}: "
                  f"{'no leakage' if leak.p > 0.05 else 'ABOVE CHANCE: leakage'})" if leak is not None else "")
     out.append(measured("NG-17", q(metrics.diff_ci(c["tree"], c["magn"], **kw)),
-                        note=f"Tree {_num(mean(c['tree']))}, Magn {_num(mean(c['magn']))} on {on}{leak_note}"))
+                        note=f"Tree {number(mean(c['tree']))}, Magn {number(mean(c['magn']))} on {on}{leak_note}"))
     # NG-18, NG-19: the order Tree >= Magn >= LM >= baseline, its smallest step
     out.append(measured("NG-18", q(metrics.bootstrap_ci(lambda t, m, l: _ordering_min(t, m, l, base),
                                                          c["tree"], c["magn"], c["lm_prob"], **kw)),
-                        note=f"Tree {_num(mean(c['tree']))} ≥ Magn {_num(mean(c['magn']))} ≥ LM-Prob {_num(mean(c['lm_prob']))} "
-                             f"≥ baseline {_num(base)} on {on}; the paper's claim is about most of 22 tasks"))
+                        note=f"Tree {number(mean(c['tree']))} ≥ Magn {number(mean(c['magn']))} ≥ LM-Prob {number(mean(c['lm_prob']))} "
+                             f"≥ baseline {number(base)} on {on}; the paper's claim is about most of 22 tasks"))
     few = res.get("few")
     if few is not None:
         fb = res["few_baseline"]
         out.append(measured("NG-19", q(metrics.bootstrap_ci(lambda t, m, l: _ordering_min(t, m, l, fb),
                                                              few["tree"], few["magn"], few["lm_prob"], **kw), len(few["magn"])),
-                            note=f"few-shot (one demonstration per option): Tree {_num(mean(few['tree']))}, Magn {_num(mean(few['magn']))}, "
-                                 f"LM-Prob {_num(mean(few['lm_prob']))}, baseline {_num(fb)}; {len(few['magn'])} test questions of {on}"))
+                            note=f"few-shot (one demonstration per option): Tree {number(mean(few['tree']))}, Magn {number(mean(few['magn']))}, "
+                                 f"LM-Prob {number(mean(few['lm_prob']))}, baseline {number(fb)}; {len(few['magn'])} test questions of {on}"))
     else:
         out.append(na("NG-19", "few-shot not run at this scale"))
     # NG-20: few-shot / zero-shot mean |NEG| of the same questions
@@ -238,7 +239,7 @@ def claims(res: dict, cfg, n_resamples: int = 1000, seed: int = 0, figures: str 
     if paws is not None:
         out.append(measured("NG-21", q(metrics.bootstrap_ci(lambda o, m: np.sum(o) / np.sum(m), paws["opposite"], paws["moving"], **kw),
                                        len(paws["opposite"])),
-                            note=f"r(NEG 'no', NEG 'yes') = {_num(paws['r'])} on {len(paws['opposite'])} PAWS questions. A gradient "
+                            note=f"r(NEG 'no', NEG 'yes') = {number(paws['r'])} on {len(paws['opposite'])} PAWS questions. A gradient "
                                  "statistic, measured though the model is not competent on PAWS (nor is the paper's Llama2-7B: "
                                  "LM-Prob .5000 on PAWS, Tab. 8); near-automatic only when P(yes) + P(no) is about constant"))
     else:
@@ -275,20 +276,20 @@ def claims(res: dict, cfg, n_resamples: int = 1000, seed: int = 0, figures: str 
     if 1 in curve and 128 in curve and top > 128:
         out.append(measured("NG-25", q(metrics.bootstrap_ci(lambda a, b, z: 2 * np.mean(b) - np.mean(a) - np.mean(z),
                                                              curve[1], curve[128], curve[top], **kw)),
-                            note=f"Magn accuracy with 1 / 128 / {top} training questions: {_num(mean(curve[1]))} / "
-                                 f"{_num(mean(curve[128]))} / {_num(mean(curve[top]))} (one nested draw of training questions)",
+                            note=f"Magn accuracy with 1 / 128 / {top} training questions: {number(mean(curve[1]))} / "
+                                 f"{number(mean(curve[128]))} / {number(mean(curve[top]))} (one nested draw of training questions)",
                             figure=fig("05_fig7_training_curve")))
     else:
         out.append(na("NG-25", f"needs more than 128 training questions; this scale has {top}"))
     # NG-26: accuracy at the valid-chosen count against the largest count, on test
     out.append(measured("NG-26", q(metrics.diff_ci(res["at_k"], res["at_max"], **kw)), figure=fig("05_fig16_neuron_curves"),
-                        note=f"count chosen on valid: {res['k']}; largest: {res['k_max']}; test accuracy {_num(mean(res['at_k']))} "
-                             f"vs {_num(mean(res['at_max']))} on {on}"))
+                        note=f"count chosen on valid: {res['k']}; largest: {res['k_max']}; test accuracy {number(mean(res['at_k']))} "
+                             f"vs {number(mean(res['at_max']))} on {on}"))
     # NG-28: the last windows against the baseline
     out.append(measured("NG-28", q(metrics.bootstrap_ci(lambda w: np.mean(w) - base, res["last_windows"], **kw)),
                         figure=fig("05_fig8_windows"),
-                        note=f"last 10 % of the {cfg.window}-neuron windows of the Magn ranking: accuracy {_num(mean(res['last_windows']))}, "
-                             f"baseline {_num(base)}"))
+                        note=f"last 10 % of the {cfg.window}-neuron windows of the Magn ranking: accuracy {number(mean(res['last_windows']))}, "
+                             f"baseline {number(base)}"))
     out.append(na("NG-27", "robustness across PAWS contexts is defined only where each context's own skill neurons beat chance "
                            "(NEG §6.2's ratio divides by that gain); the model is not competent on PAWS under any read-out "
                            "(competence.json: at most 0.45 against 0.56 for the best constant answer), so the precondition fails"))
@@ -305,8 +306,3 @@ def claims(res: dict, cfg, n_resamples: int = 1000, seed: int = 0, figures: str 
     order = {c.id: c for c in out}
     return [order[i] for i in sorted(order)]
 
-
-def _num(x) -> str:
-    from ..report import rounded
-
-    return str(rounded(float(x)))

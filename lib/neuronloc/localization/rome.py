@@ -23,8 +23,10 @@ the rephrased prompt, the locality prompt + its object. "gsm8k": GSM8K train que
 Or a list of strings. C is cached per (model, layer, corpus, n_texts, max_tokens) in a
 `Store`. ROME used 100,000 Wikipedia samples; the mirror has no Wikipedia text.
 
-Families: those whose `mlp.out` is the down-projection's output (every decoder family
-but Gemma 2/3, which norm the MLP output). GPT-2's Conv1D stores W as [in, out].
+Families: every family whose ffn.mid is a down-projection's input. The value is that
+projection's output (`value_site`): the MLP output, or for Gemma 2/3 what their
+post_feedforward_layernorm norms before the residual add (delta is optimised through the
+norm). GPT-2's Conv1D stores W as [in, out].
 
 Cost per edit: covariance (once per layer and corpus, cached): n_texts / 16 batched
 forwards; key: 1 forward per prompt; value: steps x (prompts + 1) forwards and
@@ -45,7 +47,7 @@ from ..data import read_records
 from ..engine import logits_from
 from ..hooks import Edit, capture, intervene
 from ..models import LM
-from ..sites import UnsupportedModelError
+from ..sites import Site, UnsupportedModelError
 from ..store import Store, key
 from .facts import Fact, make_fact, subject_span
 
@@ -76,13 +78,10 @@ class RomeEdit:
 def down_proj(lm: LM, layer: int) -> tuple[nn.Parameter, bool]:
     """The down-projection weight of `layer` and whether it is stored [in, out] (GPT-2 Conv1D)."""
     site = lm.site("ffn.mid")
-    sites = lm.family.sites
-    mlp_path = sites["mlp.out"].path
-    if site.kind != "input" or not site.module_path.startswith(mlp_path + "."):
+    if site.kind != "input":
         raise UnsupportedModelError(
-            f"ROME edits the MLP down-projection whose output is the MLP output; in {lm.family.name!r} "
-            f"the MLP output ({mlp_path}) is not the output of {site.module_path}: "
-            "use a LLaMA-, Mistral-, Qwen-, Phi-3-, GPT-2-, GPT-J- or GPT-NeoX-style model")
+            f"ROME edits the MLP down-projection, the module whose input is the site ffn.mid; in "
+            f"{lm.family.name!r} ffn.mid is the output of {site.module_path}, not a projection's input")
     module = site.module(lm.model, layer)
     weight = module.weight
     if isinstance(module, nn.Linear):
@@ -90,6 +89,17 @@ def down_proj(lm: LM, layer: int) -> tuple[nn.Parameter, bool]:
     if weight.shape[0] == site.n_inner:
         return weight, True
     raise UnsupportedModelError(f"cannot tell the orientation of {type(module).__name__}'s weight {tuple(weight.shape)}")
+
+
+def value_site(lm: LM) -> Site:
+    """Where ROME's value lives: the down-projection's output, d_model at each layer. It is the
+    MLP output (site mlp.out) in every family but Gemma 2/3, whose post_feedforward_layernorm
+    norms it before the residual add: there delta is optimised through that norm, and
+    W_new k* = v* still holds at the projection, so the edited model computes what the
+    optimisation saw."""
+    mid = lm.site("ffn.mid")
+    d_model = lm.site("mlp.out").n_inner
+    return Site("ffn.out", mid.family, mid.layers_path, mid.module_path, "output", mid.n_layers, d_model)
 
 
 @contextmanager
@@ -188,7 +198,7 @@ def _keys(lm: LM, facts: list[Fact], layer: int) -> tuple[torch.Tensor, torch.Te
     ks = []
     for i, f in enumerate(facts):
         with torch.no_grad(), capture(lm.model, lm.site("ffn.mid"), [layer], positions=[f.subject_last]) as k, \
-                capture(lm.model, lm.site("mlp.out"), [layer], positions=[f.subject_last]) as v:
+                capture(lm.model, value_site(lm), [layer], positions=[f.subject_last]) as v:
             lm.model(input_ids=f.prompt[None].to(lm.device), **logits_from(lm.model, 1))
         ks.append(k.acts[layer][0, 0].double())
         if i == 0:
@@ -200,7 +210,7 @@ def _nll(lm: LM, fact: Fact, layer: int, delta: torch.Tensor) -> torch.Tensor:
     """Mean -log P(new object tokens | prompt), teacher forced, delta added at the subject's last token."""
     ids = torch.cat([fact.prompt, fact.answer[:-1]])[None].to(lm.device)
     edit = Edit(layer, None, "add", delta, positions=[fact.subject_last])
-    with intervene(lm.model, lm.site("mlp.out"), [edit]):
+    with intervene(lm.model, value_site(lm), [edit]):
         logits = lm.model(input_ids=ids, **logits_from(lm.model, len(fact.answer))).logits[0, -len(fact.answer):]
     lp = logits.double().log_softmax(-1)
     return -lp[torch.arange(len(fact.answer)), fact.answer.to(lp.device)].mean()
@@ -208,7 +218,7 @@ def _nll(lm: LM, fact: Fact, layer: int, delta: torch.Tensor) -> torch.Tensor:
 
 def _essence_logprobs(lm: LM, ids: torch.Tensor, position: int, layer: int, delta) -> torch.Tensor:
     edits = [] if delta is None else [Edit(layer, None, "add", delta, positions=[position])]
-    with intervene(lm.model, lm.site("mlp.out"), edits):
+    with intervene(lm.model, value_site(lm), edits):
         logits = lm.model(input_ids=ids[None].to(lm.device), **logits_from(lm.model, 1)).logits[0, -1]
     return logits.double().log_softmax(-1)
 
