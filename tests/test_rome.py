@@ -3,6 +3,8 @@ matrix by a rank-one term with W_new k* = v*, restores exactly; the key covarian
 against keys recorded by plain hooks; GPT-2's [in, out] weights; the Store cache."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -93,7 +95,7 @@ def test_families_with_a_normed_mlp_output_are_edited_at_the_projection(family):
     the subject's last token, which the norm receives."""
     from test_sites import build
     from neuronloc.models import from_module
-    model = build(family).double()
+    model = copy.deepcopy(build(family)).double()  # build() is cached: other tests share its model
     lm = from_module(model, CharTokenizer(64), name=family)
     fact = make_fact(lm, "Music by Toko", "Toko", "piano")
     before = float(last_probs(lm, fact.prompt)[0, fact.target])
