@@ -5,8 +5,8 @@ A verdict on a timing ratio must not depend on what else the machine runs (issue
 give the same verdicts). `experiments.linearity.timing_ratio` interleaves IG and NeurGrad, one
 prompt per repetition; with rounds = 1 each repetition's ratio is one IG time over one NeurGrad
 time, with rounds = 3 it is the smallest of three IG times over the smallest of three NeurGrad
-times on that prompt (load only ever adds time). This bench measures both estimators idle and
-with `busy` processes spinning on the CPU, in one process, conditions interleaved.
+times on that prompt (timeit's rule for one call). This bench measures both estimators idle and
+with `busy` processes spinning on the CPU, in one process, one condition after the other.
 
 Writes bench/results/timing_load.json: per estimator and load, the mean ratio, its 95 % interval
 over repetitions and the seconds spent.

@@ -204,8 +204,9 @@ def repeated_ratio(fn_a, fn_b, repetitions: int = 5, warmup: int = 1, seed: int 
     """Wall-time ratio time(fn_a) / time(fn_b) from `repetitions` interleaved runs (a, b, a, b,
     ... after `warmup` untimed pairs), so load on the machine hits both alike: (mean ratio, lo,
     hi, per-repetition ratios), the interval a bootstrap over repetitions. rounds > 1: each
-    repetition times `rounds` interleaved pairs and takes min(a) / min(b) (timeit's rule: the
-    smallest of repeated timings is the cost, larger ones are other processes' interference)."""
+    repetition times `rounds` interleaved pairs and takes min(a) / min(b) (timeit's rule for one
+    call). For a ratio of a long and a short call it does not remove the effect of load: a short
+    call finds a quiet moment more often than a long one (bench/bench_timing_load.py)."""
     import time
 
     for _ in range(warmup):

@@ -97,7 +97,7 @@ class NEG:
     top_neurons: int = 100  # App A Tab 5: the top-100-gradient neurons per prompt
     ig_steps: int = configs.StudyConfig.ig_steps  # §3.2 Tab 2 IG baseline: Dai et al. (2022)'s m = 20 (rule "linspace")
     timing_repetitions: int = 10  # ours: interleaved IG / NeurGrad timings, one prompt each, cycling (NG-09; >= 5, issue 19)
-    timing_rounds: int = 3  # ours: timed pairs per repetition, the smallest time of each method counts (load only adds time)
+    timing_rounds: int = 3  # ours: timed pairs per repetition, the smallest time of each method counts (timeit's rule)
     relations: tuple[str, ...] = tuple(f"pararel/{r}" for r in (  # §2.1 MyriadLAMA stand-in: PARAREL relations whose
         "P36", "P103", "P37", "P1376", "P140", "P407"))  # objects SmolLM2-135M often predicts as its top token
     top_k: tuple[int, ...] = (1, 4, 16)  # §3.3 Fig 3: top-K neurons shifted

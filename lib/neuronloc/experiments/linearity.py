@@ -276,8 +276,7 @@ def timing_ratio(lm, prompts: Sequence, a: str, b: str, repetitions: int, seed: 
     """`metrics.repeated_ratio` of `attribute(a)` over `attribute(b)` (NG-09: a = "ig", b = "neurgrad"):
     interleaved a, b, a, b, ..., each repetition on the next prompt in turn (the warm-up pair on
     the first), so the interval covers prompts; `rounds` pairs per repetition on its prompt, the
-    ratio of their smallest times (load on the machine only ever adds time). Returns (mean, lo,
-    hi, ratios)."""
+    ratio of their smallest times (`metrics.repeated_ratio`). Returns (mean, lo, hi, ratios)."""
     from ..attribution import attribute
 
     calls = {"a": 0}
