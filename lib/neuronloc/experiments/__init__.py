@@ -19,6 +19,7 @@ modules hold what is specific to one notebook's experiment. Shared by every note
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -64,8 +65,11 @@ def claims_table(rows: Sequence[Claim], skip: Sequence[str] = ()) -> pd.DataFram
                         columns=["id", "verdict", "estimate", "lo", "hi", "n", "n of", "unit", "flags"]).set_index("id")
 
 
-def _sig(value) -> str:
-    return f"{rounded(float(value)):g}"  # two significant digits: nbval compares the output
+def sig(value) -> str:
+    """`value` at two significant digits as text ("nan" if not finite): nbval compares the
+    committed outputs, and two digits do not flip under other CPUs (`report.rounded`)."""
+    value = float(value)
+    return "nan" if not math.isfinite(value) else f"{rounded(value):g}"
 
 
 def verdicts_markdown(rows: Sequence[Claim], skip: Sequence[str] = ()) -> str:
@@ -82,8 +86,8 @@ def verdicts_markdown(rows: Sequence[Claim], skip: Sequence[str] = ()) -> str:
         if c.verdict == "n/a":
             lines.append(f"{paper} This run: **n/a** — {c.note}")
             continue
-        interval = f" [{_sig(c.ci[0])}, {_sig(c.ci[1])}]" if c.ci and c.ci[0] is not None else " (no interval)"
+        interval = f" [{sig(c.ci[0])}, {sig(c.ci[1])}]" if c.ci and c.ci[0] is not None else " (no interval)"
         flags = f" ({', '.join(c.flags)})" if c.flags else ""
-        lines.append(f"{paper} This run: {_sig(c.estimate)}{interval} {c.unit}, n = {c.n} {c.n_of}; "
+        lines.append(f"{paper} This run: {sig(c.estimate)}{interval} {c.unit}, n = {c.n} {c.n_of}; "
                      f"rule: {describe(c.rule)} → **{c.verdict}**{flags}.")
     return "\n".join(lines)

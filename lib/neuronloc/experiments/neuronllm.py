@@ -33,7 +33,7 @@ import torch
 from ..claims import Claim, Estimate, measured, na
 from ..interventions import Arm, OptionEval, best_ratio
 from ..neurons import layer_counts
-from ..report import rounded
+from . import sig
 
 MODES = ("degrade", "enhance")  # NeuronLLM §3.5: degrader, enhancer (tables print Deg, Enh)
 OPS = {"degrade": "Deg", "enhance": "Enh"}
@@ -76,12 +76,6 @@ def arms_for(sets: Mapping[str, Neurons], common: Neurons, specific: Mapping[str
 
 
 # ---------------------------------------------------------------- tables (Tables 1-3, 5-7)
-
-def sig(value) -> str:
-    """`value` at two significant digits as text ("nan" if not finite): nbval compares the
-    committed outputs, and two digits do not flip under other CPUs (`report.rounded`)."""
-    return "nan" if not np.isfinite(value) else f"{rounded(float(value)):g}"
-
 
 def cell(row, rcc: bool = True) -> str:
     """A Table 1 cell of one `arm_rows` row: "RAC/RCC" in %, or "Fail" when either moved the
