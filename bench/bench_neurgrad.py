@@ -1,8 +1,8 @@
 """NeurGrad all-layer scores for every option of a 4-option question vs one plain forward of
 the same prompt (embedded model, CPU), interleaved in one process, at 1 and 2 threads.
 
-Writes bench/results/neurgrad.json: per thread count, ratio_to_forward = median over the
-repetitions of neurgrad seconds / forward seconds, and NeurGrad's two parts: the prefix
+Writes bench/results/neurgrad.json: per thread count, ratio_to_forward = median over the 7 interleaved
+repetitions of neurgrad seconds / forward seconds (ratio_range: their smallest and largest), and NeurGrad's two parts: the prefix
 forward into the KV cache (compute-bound, about one forward) and the answer rows' forward and
 backward (one position per option: memory-bound, every weight and the vocabulary head read
 twice, so it gains less from more threads). The ratio is therefore about
@@ -27,6 +27,7 @@ def main() -> None:
             "forward_seconds": round(r["forward_seconds"], 4), "neurgrad_seconds": round(r["neurgrad_seconds"], 4),
             "prefix_seconds": round(r["prefix_seconds"], 4), "rows_seconds": round(r["rows_seconds"], 4),
             "ratio_to_forward": round(r["median_ratio"], 3),
+            "ratio_range": [round(x, 3) for x in r["ratio_range"]], "repetitions": r["repetitions"],
             "prefix_to_forward": round(r["prefix_seconds"] / r["forward_seconds"], 3),
             "rows_to_forward": round(r["rows_seconds"] / r["forward_seconds"], 3),
             "peak_rss_gib": round(r["peak_rss_gib"], 2)}

@@ -99,6 +99,7 @@ def neurgrad(repeat: int = 3, threads: int | None = None) -> dict:
     best = {k: min(v) for k, v in times.items()}
     return {"forward_seconds": best["forward"], "neurgrad_seconds": best["neurgrad"], "prefix_seconds": best["prefix"],
             "rows_seconds": best["neurgrad"] - best["prefix"], "median_ratio": ratios[len(ratios) // 2],
+            "ratio_range": [ratios[0], ratios[-1]], "repetitions": repeat,
             "threads": torch.get_num_threads(), "tokens": len(query.prompt), "n_options": query.n_options}
 
 

@@ -15,7 +15,8 @@ from conftest import tiny_llama
 
 from neuronloc.experiments.cnl import (arm_accuracy, arm_summary, balanced, correct, data_splits, erase_run, finetune, fmt,
                                        high_overlap, interval, ipp, length_batches, plateaued, random_draws)
-from neuronloc.interventions import answer_batches, evaluate_options, random_neurons, restricted_finetune
+from neuronloc.interventions import (answer_batches, evaluate_options, evaluate_zeroed, random_neurons, restricted_finetune,
+                                     zeroed)
 from neuronloc.models import from_module
 from neuronloc.neurons import ids_to_mask, mask_to_ids
 from neuronloc.scales import CNL
@@ -97,6 +98,49 @@ def test_correct_equals_a_copy_with_output_weights_zeroed(lm):
     for neurons in ([0, 5, 50, 100, 143], every):  # the erase is felt: the test could tell a no-op
         assert not np.array_equal(correct(lm, site, QUESTIONS, torch.tensor(neurons)), base)
     assert np.array_equal(correct(lm, site, QUESTIONS, []), base)  # weights restored
+
+
+def test_evaluate_zeroed_equals_a_copy_with_output_weights_zeroed(lm):
+    """Every set of one batched call (per-row 0/1 masks, the prefix once per set, its cache
+    repeated for the option rows) reads what a model copy with those down_proj columns
+    zeroed reads, option probabilities included; an empty set reads the unedited model."""
+    site = lm.site()
+    sets = [[], [0, 5, 50, 100, 143], list(range(site.n_neurons)), [7], [1, 60, 61]]
+    for readout, rows in (("cloze", 64), ("cloze_norm", 3)):  # rows=3: sets split over several forwards
+        got = evaluate_zeroed(lm, QUESTIONS, [torch.tensor(s, dtype=torch.long) for s in sets], site, rows=rows,
+                              readout=readout)
+        assert len(got) == len(sets)
+        for s, g in zip(sets, got):
+            twin = from_module(copy.deepcopy(lm.model), lm.tokenizer, name="zeroed-twin")
+            with torch.no_grad():
+                for i in s:
+                    twin.model.model.layers[i // site.n_inner].mlp.down_proj.weight[:, i % site.n_inner] = 0.0
+            want = evaluate_options(twin, QUESTIONS, readout=readout)
+            torch.testing.assert_close(g.probs, want.probs, atol=1e-5, rtol=1e-4)
+            assert torch.equal(g.correct, want.correct)
+    assert not all(torch.equal(g.correct, got[0].correct) for g in got[1:])  # the erase is felt
+    one_token = [MCQuestion(f"item {i}: which?", ("a", "b", "c", "d"), i % 4, style="cloze", readout="cloze")
+                 for i in range(4)]  # single-token options: one row per set
+    for s, g in zip(sets, evaluate_zeroed(lm, one_token, sets[:2], site)):
+        with zeroed(lm, site, torch.tensor(s, dtype=torch.long)):
+            torch.testing.assert_close(g.probs, evaluate_options(lm, one_token).probs, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text", "gpt2", "gpt_neox", "gptj"])
+def test_evaluate_zeroed_equals_zeroed_weights_on_other_families(family):
+    """Sliding-window caches (Gemma 2/3), fused and parallel attention (GPT-2, GPT-NeoX, GPT-J):
+    the batched read-out equals `zeroed` weights read one set at a time."""
+    from conftest import CharTokenizer
+    from test_sites import build
+
+    model = copy.deepcopy(build(family))
+    lm = from_module(model, CharTokenizer(model.config.vocab_size), name=family)
+    site = lm.site()
+    sets = [[], list(range(0, site.n_neurons, 3)), [1, 2, site.n_neurons - 1]]
+    got = evaluate_zeroed(lm, QUESTIONS[:5], [torch.tensor(s, dtype=torch.long) for s in sets], site)
+    for s, g in zip(sets, got):
+        with zeroed(lm, site, torch.tensor(s, dtype=torch.long)):
+            torch.testing.assert_close(g.probs, evaluate_options(lm, QUESTIONS[:5]).probs, atol=1e-5, rtol=1e-4)
 
 
 def test_random_draws_are_seeded_sets_of_the_given_size(lm):

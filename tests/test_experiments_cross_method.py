@@ -20,7 +20,7 @@ import neuronloc as nl
 from neuronloc.experiments.cross_method import (all_collapsed, as_examples, collapse_of, conclusions, conditions_for,
                                                 cost_conclusions, cost_table, evaluation_set, fill_to_k, fixed_labels,
                                                 interleaved_seconds, intervention_rows, leaders, method_seeds, num,
-                                                pairs, run_locate, summary, versus_random)
+                                                pairs, run_locate, summary, task_sets, versus_random)
 from neuronloc.localization import locate
 from neuronloc.report import rounded
 from neuronloc.store import Store
@@ -165,6 +165,18 @@ def test_evaluation_set_balances_fixed_labels_only():
     varied = [nl.MCQuestion(stem=f"v{i}", options=(f"a{i}", f"b{i}"), answer=0, uid=f"v{i}") for i in range(5)]
     assert not fixed_labels(varied)
     assert evaluation_set(varied, n=3) == varied[:3]  # options differ per question: the first n
+
+
+def test_task_sets_are_disjoint_identification_sets_then_the_evaluation_set():
+    varied = [nl.MCQuestion(stem=f"v{i}", options=(f"a{i}", f"b{i}"), answer=0, uid=f"v{i}") for i in range(9)]
+    got = task_sets(varied, "cloze", False, n_ident=2, n_eval=3)
+    assert [q.uid for q in got["A"]] == ["v0", "v1"] and [q.uid for q in got["B"]] == ["v2", "v3"]
+    assert [q.uid for q in got["eval"]] == ["v4", "v5", "v6"]  # evaluation_set of the rest: the first n_eval
+    assert {q.readout for k in ("A", "B", "eval") for q in got[k]} == {"cloze"}
+    assert got["readout"] == "cloze" and got["competent"] is False
+    qs = _sentiment(["positive"] * 6 + ["negative"] * 3 + ["neutral"] * 2)
+    ev = task_sets(qs, "cloze", True, n_ident=1, n_eval=100)["eval"]  # fixed labels: balanced, as evaluation_set
+    assert [q.uid for q in ev] == [q.uid for q in evaluation_set(qs[2:], 100)]
 
 
 def test_collapse_share_is_the_modal_text_or_position():

@@ -399,6 +399,23 @@ def expand_cache(cache, batch, config=None):
     return fresh
 
 
+def repeat_cache(cache, per: int, config=None):
+    """A fresh cache holding each row of `cache` `per` times in a row (row r becomes rows
+    r * per .. r * per + per - 1: the condition-major rows of a `Layout`), or None."""
+    if cache is None:
+        return None
+    from transformers import DynamicCache
+
+    fresh = DynamicCache(config=config) if config is not None else DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        keys, values = layer.keys.repeat_interleave(per, 0), layer.values.repeat_interleave(per, 0)
+        fresh.update(keys[:1], values[:1], i)
+        fresh.layers[i].keys, fresh.layers[i].values = keys, values
+        if hasattr(layer, "cumulative_length"):  # sliding window: holds the last tokens of a longer prefix
+            fresh.layers[i].cumulative_length = layer.cumulative_length
+    return fresh
+
+
 def crop_cache(cache, length: int):
     """A view of `cache` holding only its first `length` positions (None for 0)."""
     if cache is None or length == 0:

@@ -227,8 +227,8 @@ class Study:
     """Everything NEG §2-§4 measure on one prompt (`study`; notebook 04), as plain tensors.
 
     neurgrad, grad (CG), ig, acts `[layer, neuron]`: the estimators at the answer position and
-      the activations; lpi `[n]` at `neurons` only; seconds {estimator: wall seconds} (NEG Tab. 2;
-      lpi: for the `neurons` alone).
+      the activations; lpi `[n]` at `neurons` only (NaN where `lpi_defined` is not: GPT-NeoX, GPT-J);
+      seconds {estimator: wall seconds} (NEG Tab. 2; lpi: for the `neurons` alone).
     neurons `[n]` (sampled by the caller) and sweep `[n, D]` on the study's deltas (Fig. 2, Tab. 1, 2).
     top `[top_n]` the largest |NeurGrad| and top_sweep `[top_n, D']` on `top_deltas` (App. A Tab. 5).
     top_k {estimator: `[len(top_k), S]`}: output shift when its top-K neurons by |score| are shifted
@@ -262,6 +262,7 @@ def study(lm: LM, question, neurons, deltas, config: StudyConfig = StudyConfig()
     import time
 
     from .attribution import attribute
+    from .attribution.gradients import lpi_defined
 
     cfg = replace(config, **overrides) if overrides else config
     site = lm.site()
@@ -278,7 +279,10 @@ def study(lm: LM, question, neurons, deltas, config: StudyConfig = StudyConfig()
               "grad": timed("grad", lambda: attribute("grad", lm, question).scores),
               "ig": timed("ig", lambda: attribute("ig", lm, question, target="answer_prob", steps=cfg.ig_steps,
                                                   rule="linspace").scores)}
-    lpi = timed("lpi", lambda: attribute("lpi", lm, question, target="answer_logprob", neurons=neurons).scores)
+    if lpi_defined(lm):
+        lpi = timed("lpi", lambda: attribute("lpi", lm, question, target="answer_logprob", neurons=neurons).scores)
+    else:  # parallel attention and MLP (GPT-NeoX, GPT-J): no residual stream entering the FFN alone
+        lpi = torch.full((site.n_neurons,), float("nan"))
     flat = {name: s.flatten() for name, s in scores.items()}
     top = flat["neurgrad"].abs().topk(cfg.top_n).indices
     top_deltas = deltas if cfg.top_deltas is None else torch.tensor(cfg.top_deltas, dtype=torch.float64)

@@ -153,6 +153,7 @@ def convergence(rows: pd.DataFrame, title: str | None = None) -> plt.Figure:
     rows: columns size, overlap, data (data set), and optionally chance (random sets of
     the same sizes, drawn dashed); one line per data set, mean and 95 % interval over splits.
     """
+    rows = pd.DataFrame(rows).reset_index(drop=True)  # rows concatenated per data set repeat index labels
     fig, ax = plt.subplots()
     sns.lineplot(data=rows, x="size", y="overlap", hue="data", marker="o", errorbar=("ci", 95), ax=ax)
     if "chance" in rows:

@@ -127,6 +127,14 @@ def random_scores(lm: LM, question=None, target: str = "answer_prob", seed: int 
     return NeuronScores(scores, "random", site, {"seed": seed}, {"target": str(target)})
 
 
+def lpi_defined(lm: LM, site: str = "ffn.mid") -> bool:
+    """Whether `lpi` is defined on `lm`: site ffn.mid enters a linear FFN output projection
+    and the family has site resid.mid (not GPT-NeoX's or GPT-J's parallel attention and MLP)."""
+    site_ = lm.site(site)
+    return (site_.name == "ffn.mid" and isinstance(site_.module(lm.model, 0), torch.nn.Linear)
+            and "resid.mid" in lm.family.sites)
+
+
 @register("lpi")
 @torch.no_grad()
 def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str = "ffn.mid", chat: bool = False,
@@ -147,8 +155,7 @@ def lpi(lm: LM, question, target: str = "answer_logprob", layers=None, site: str
     vocabulary, so scoring every neuron of a layer costs n_inner of them.
     """
     site_, model = lm.site(site), lm.model
-    down = site_.module(model, 0)
-    if site_.name != "ffn.mid" or not isinstance(down, torch.nn.Linear) or "resid.mid" not in lm.family.sites:
+    if not lpi_defined(lm, site):
         raise ValueError(f"lpi needs site ffn.mid entering a linear FFN output projection and site resid.mid "
                          f"(the residual stream entering the FFN, see neuronloc.sites): {site_.family}/{site} has not; "
                          f"use it on a LLaMA-like, Gemma or Phi-3 model")

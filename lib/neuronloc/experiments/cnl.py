@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..interventions import answer_batches, evaluate_options, random_neurons, restricted_finetune, zeroed
+from ..interventions import answer_batches, evaluate_options, evaluate_zeroed, random_neurons, restricted_finetune
 from .. import metrics
 from ..claims import Claim, Estimate, measured, na
 from ..localization.commonality import chance_overlap, split_halves
@@ -55,10 +55,20 @@ def interval(values, n_resamples: int, seed: int) -> tuple[float, float]:
 
 
 def correct(lm: LM, site: Site, questions: Sequence[MCQuestion], neurons) -> np.ndarray:
-    """Per question 1.0/0.0, `[question]`, with the `neurons`' weights zeroed (`zeroed`: the
-    paper's 'set their parameter to 0', so a = 0 at every position); [] reads the base model."""
-    with zeroed(lm, site, neurons):
-        return evaluate_options(lm, questions).correct.numpy().astype(float)
+    """Per question 1.0/0.0, `[question]`, with the `neurons`' weights zeroed (the paper's
+    'set their parameter to 0', so a = 0 at every position: `evaluate_zeroed`); [] reads
+    the base model."""
+    return _zeroed(lm, site, questions, [neurons])[0]
+
+
+def _zeroed(lm: LM, site: Site, questions: Sequence[MCQuestion], sets: Sequence) -> list[np.ndarray]:
+    """`correct` for every neuron set of `sets`, all in one batched `evaluate_zeroed` pass."""
+    return [e.correct.numpy().astype(float) for e in evaluate_zeroed(lm, questions, sets, site)]
+
+
+def _draws(site: Site, count: int, n: int, seed: int) -> list:
+    """The neuron sets of `random_draws`: n sets of `count` neurons (seeds seed + 1 .. seed + n)."""
+    return [random_neurons(site, count, seed=seed + 1 + r) if count else [] for r in range(n)]
 
 
 def random_draws(lm: LM, site: Site, questions: Sequence[MCQuestion], count: int, n: int,
@@ -66,8 +76,7 @@ def random_draws(lm: LM, site: Site, questions: Sequence[MCQuestion], count: int
     """`correct` for n sets of `count` neurons drawn uniformly over all layers
     (`random_neurons`, seeds seed + 1 .. seed + n): a list of n `[question]` arrays.
     count = 0 (nothing located): n copies of the base model's."""
-    return [correct(lm, site, questions, random_neurons(site, count, seed=seed + 1 + r) if count else [])
-            for r in range(n)]
+    return _zeroed(lm, site, questions, _draws(site, count, n, seed))
 
 
 def erase_run(lm: LM, site: Site, questions: Sequence[MCQuestion], name: str,
@@ -83,23 +92,34 @@ def erase_run(lm: LM, site: Site, questions: Sequence[MCQuestion], name: str,
                              (Table 4's KN row)
       "of {other}"           the config.sigma mask of each data set in `trained` (Fig. 5, erase)
 
-    masks: {data set: {sigma: bool `[layer, neuron]`}}; kn: bool `[layer, neuron]`.
+    masks: {data set: {sigma: bool `[layer, neuron]`}}; kn: bool `[layer, neuron]`. Every
+    set is read in one `evaluate_zeroed` pass (the sets of a question as rows of one batch).
     """
-    out = {"base": correct(lm, site, questions, [])}
+    sets: dict[str, list] = {"base": [[]]}  # key -> its neuron sets; a key of random draws holds several
     if name in trained:
         for sigma in config.sigmas:
             own = mask_to_ids(masks[name][sigma])
-            out[f"located {sigma:g}"] = correct(lm, site, questions, own)
-            out[f"random {sigma:g}"] = random_draws(lm, site, questions, len(own),
-                                                    config.n_random if sigma == config.sigma else 1, seed)
+            sets[f"located {sigma:g}"] = [own]
+            sets[f"random {sigma:g}"] = _draws(site, len(own), config.n_random if sigma == config.sigma else 1, seed)
         kn_ids = mask_to_ids(kn)
-        out["kn"] = correct(lm, site, questions, kn_ids)
-        out["kn random"] = random_draws(lm, site, questions, len(kn_ids), config.n_random, seed)
+        sets["kn"] = [kn_ids]
+        sets["kn random"] = _draws(site, len(kn_ids), config.n_random, seed)
+    own_key = f"located {config.sigma:g}"
     for other in trained:
-        own = name == other and f"located {config.sigma:g}" in out  # already read above
-        out[f"of {other}"] = (out[f"located {config.sigma:g}"] if own
-                              else correct(lm, site, questions, mask_to_ids(masks[other][config.sigma])))
-    return out
+        if not (name == other and own_key in sets):  # its own sigma mask is already read
+            sets[f"of {other}"] = [mask_to_ids(masks[other][config.sigma])]
+    read = iter(_zeroed(lm, site, questions, [s for v in sets.values() for s in v]))
+    out = {k: [next(read) for _ in v] for k, v in sets.items()}
+    out = {k: (v if k.startswith(("random", "kn random")) else v[0]) for k, v in out.items()}
+    if name in trained and own_key in out:
+        out[f"of {name}"] = out[own_key]
+    return {k: out[k] for k in _order(out, trained, name)}
+
+
+def _order(out: dict, trained: Sequence[str], name: str) -> list[str]:
+    """erase_run's keys in their documented order (base, own masks, KN, then "of" each trained data set)."""
+    of = [f"of {t}" for t in trained]
+    return [k for k in out if k not in of] + [k for k in of if k in out]
 
 
 class _Plateau(Exception):
@@ -420,11 +440,20 @@ def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequen
 
     n_ex = int(halves[halves.draw == 0].groupby("data")["size"].max().sum())
     levels = level_draws(halves)
+
+    def from_draws(id, values, n):  # a mask claim; an empty mask in a half leaves its overlap undefined
+        if np.isfinite(float(values.loc[0])):
+            add(id, draws_estimate(values, n, "examples"))
+        else:
+            nothing(id, f"a sigma-{sigma:g} mask (or KN's set) is empty in a half of the examples: the overlap is undefined")
     if "gsm8k" in levels:
-        add("CN-01", draws_estimate(levels["gsm8k"], int(halves.query("draw == 0 and data == 'gsm8k'")["size"].max()), "examples"))
+        from_draws("CN-01", levels["gsm8k"], int(halves.query("draw == 0 and data == 'gsm8k'")["size"].max()))
     else:
         nothing("CN-01", "GSM8K is not among the data sets at this scale")
-    add("CN-12", draws_estimate(levels.min(axis=1), n_ex, "examples"))
+    if levels.loc[0].notna().all():
+        from_draws("CN-12", levels.min(axis=1), n_ex)
+    else:
+        nothing("CN-12", f"a sigma-{sigma:g} mask is empty in a half of the examples: the overlap is undefined")
     nothing("CN-13", "Llama2-13B and GPT-J-6B: the embedded model is SmolLM2-135M only (BIG)")
     shares = np.array([var_shares[d] for d in datasets])
     add("CN-14", Estimate.of(metrics.unit_mean_ci(shares, **ci), len(shares), "data sets"))
@@ -521,7 +550,7 @@ def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequen
         nothing("CN-19", no_task)
 
     if {"gsm8k", "emotion", "code"} <= set(datasets) and len(cross):
-        add("CN-20", draws_estimate(normalised_iou_draws(halves, cross), n_ex, "examples"))
+        from_draws("CN-20", normalised_iou_draws(halves, cross), n_ex)
     else:
         nothing("CN-20", "needs gsm8k, emotion and code at this scale")
 
@@ -552,13 +581,13 @@ def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequen
         elif erase_ok and unrel:
             t2 = ["metamath", *unrel]
             ers = np.concatenate([erased[t]["of gsm8k"] for t in t2])
-            codes2 = np.concatenate([np.full(len(base[t]), i) for i, t in enumerate(t2)])
+            codes2 = np.concatenate([np.full(len(erased[t]["base"]), i) for i, t in enumerate(t2)])  # erase questions
 
             def unrelated_loss(r, b, c):  # mean change on the unrelated data sets minus Meta_Math's change
                 dm = [r[c == i].mean() - b[c == i].mean() for i in range(len(t2))]
                 return 100 * (np.mean(dm[1:]) - dm[0])
             est = Estimate.of(metrics.bootstrap_ci(related, enh, b0, codes, **ci), len(codes), "questions")
-            ers_est = Estimate.of(metrics.bootstrap_ci(unrelated_loss, ers, np.concatenate([base[t] for t in t2]), codes2, **ci),
+            ers_est = Estimate.of(metrics.bootstrap_ci(unrelated_loss, ers, np.concatenate([erased[t]["base"] for t in t2]), codes2, **ci),
                                   len(codes2), "questions")
             notes.setdefault("CN-21", f"the smaller of the enhance part ({fmt(est.value)}) and the erase part ({fmt(ers_est.value)})")
             add("CN-21", Estimate(min(est.value, ers_est.value), min(est.lo, ers_est.lo), min(est.hi, ers_est.hi),
@@ -573,8 +602,11 @@ def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequen
     # CN-25: CNL - KN, halves overlap (examples) and IPP (questions, random draws as seeds)
     cnl_ov = halves[halves["size"] == halves.groupby("data")["size"].transform("max")].groupby("draw")["overlap"].mean()
     kn_ov = kn_halves[kn_halves["size"] == kn_halves.groupby("data")["size"].transform("max")].groupby("draw")["overlap"].mean()
-    ov = draws_estimate(100 * (cnl_ov - kn_ov), n_ex, "examples")
-    if era:
+    gap = 100 * (cnl_ov - kn_ov)
+    if not np.isfinite(float(gap.loc[0])):
+        nothing("CN-25", f"a sigma-{sigma:g} mask or KN's set is empty in a half of the examples: the overlap part is undefined")
+    elif era:
+        ov = draws_estimate(gap, n_ex, "examples")
         codes = np.concatenate([np.full(len(erased[d]["base"]), i) for i, d in enumerate(era)])
         loc = np.concatenate([erased[d][f"located {sigma:g}"] for d in era])
         rnd = np.concatenate([np.asarray(erased[d][f"random {sigma:g}"]) for d in era], axis=1)

@@ -30,6 +30,7 @@ accuracy) and above 0 for an Enh op; the other way is the wrong way.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -122,6 +123,18 @@ def evaluation_set(questions: Sequence[MCQuestion], n: int, seed: int = 0) -> li
         return questions[:n]
     counts = pd.Series([q.options[q.answer] for q in questions]).value_counts()
     return balance(questions, n=min(n, int(counts.min()) * len(counts)), seed=seed)
+
+
+def task_sets(questions: Sequence[MCQuestion], readout: str, competent: bool, n_ident: int, n_eval: int,
+              seed: int = 0) -> dict:
+    """A task's question sets after its competence questions, read out by `readout`:
+    {"A", "B": the two identification sets of `n_ident` (disjoint, in order), "eval": the
+    `evaluation_set` of at most `n_eval` from the rest, "readout", "competent"}."""
+    def read(qs):
+        return [replace(q, readout=readout) for q in qs]
+    rest = list(questions)
+    return dict(A=read(rest[:n_ident]), B=read(rest[n_ident:2 * n_ident]),
+                eval=read(evaluation_set(rest[2 * n_ident:], n_eval, seed)), readout=readout, competent=competent)
 
 
 def pairs(method: str, random_seeds: int) -> list[tuple[int, int]]:
