@@ -110,16 +110,10 @@ def erase_run(lm: LM, site: Site, questions: Sequence[MCQuestion], name: str,
             sets[f"of {other}"] = [mask_to_ids(masks[other][config.sigma])]
     read = iter(_zeroed(lm, site, questions, [s for v in sets.values() for s in v]))
     out = {k: [next(read) for _ in v] for k, v in sets.items()}
-    out = {k: (v if k.startswith(("random", "kn random")) else v[0]) for k, v in out.items()}
-    if name in trained and own_key in out:
-        out[f"of {name}"] = out[own_key]
-    return {k: out[k] for k in _order(out, trained, name)}
-
-
-def _order(out: dict, trained: Sequence[str], name: str) -> list[str]:
-    """erase_run's keys in their documented order (base, own masks, KN, then "of" each trained data set)."""
-    of = [f"of {t}" for t in trained]
-    return [k for k in out if k not in of] + [k for k in of if k in out]
+    out = {k: v if k in ("kn random", *(f"random {s:g}" for s in config.sigmas)) else v[0] for k, v in out.items()}
+    for other in trained:  # the "of" keys last, in trained order; a data set's own is its located sigma mask
+        out[f"of {other}"] = out.pop(f"of {other}") if f"of {other}" in out else out[own_key]
+    return out
 
 
 class _Plateau(Exception):
