@@ -386,31 +386,27 @@ def expand_cache(cache, batch, config=None):
     """
     if cache is None:
         return None
-    from transformers import DynamicCache
-
-    fresh = DynamicCache(config=config) if config is not None else DynamicCache()
     sizes = [batch] * len(cache.layers) if isinstance(batch, int) else list(batch)
-    for i, (layer, size) in enumerate(zip(cache.layers, sizes)):
-        fresh.update(layer.keys[:1], layer.values[:1], i)
-        fresh.layers[i].keys = layer.keys.expand(size, -1, -1, -1)
-        fresh.layers[i].values = layer.values.expand(size, -1, -1, -1)
-        if hasattr(layer, "cumulative_length"):  # sliding window: holds the last tokens of a longer prefix
-            fresh.layers[i].cumulative_length = layer.cumulative_length
-    return fresh
+    return _rebuilt(cache, lambda i, x: x[:1].expand(sizes[i], -1, -1, -1), config)
 
 
 def repeat_cache(cache, per: int, config=None):
     """A fresh cache holding each row of `cache` `per` times in a row (row r becomes rows
     r * per .. r * per + per - 1: the condition-major rows of a `Layout`), or None."""
+    return _rebuilt(cache, lambda i, x: x.repeat_interleave(per, 0), config)
+
+
+def _rebuilt(cache, rows, config=None):
+    """A fresh DynamicCache whose layer i holds rows(i, keys) and rows(i, values) of `cache`'s
+    layer i (None for None); a sliding-window layer keeps its count of the tokens seen."""
     if cache is None:
         return None
     from transformers import DynamicCache
 
     fresh = DynamicCache(config=config) if config is not None else DynamicCache()
     for i, layer in enumerate(cache.layers):
-        keys, values = layer.keys.repeat_interleave(per, 0), layer.values.repeat_interleave(per, 0)
-        fresh.update(keys[:1], values[:1], i)
-        fresh.layers[i].keys, fresh.layers[i].values = keys, values
+        fresh.update(layer.keys[:1], layer.values[:1], i)
+        fresh.layers[i].keys, fresh.layers[i].values = rows(i, layer.keys), rows(i, layer.values)
         if hasattr(layer, "cumulative_length"):  # sliding window: holds the last tokens of a longer prefix
             fresh.layers[i].cumulative_length = layer.cumulative_length
     return fresh

@@ -38,11 +38,12 @@ def factual_prompts(lm: LM, relations: Sequence[str], n: int, scan: int, seed: i
         examples = load_examples(relation, n=scan, seed=seed)
         first = min(e.meta["pattern"] for e in examples)  # one pattern per fact
         pools.append([e for e in examples if e.meta["pattern"] == first])
+    def keep(e):
+        return neg.answered(lm, e) if known else len(make_query(lm, e).answer_tokens) == 1
     kept = []
     for group in itertools.zip_longest(*pools):  # round robin over the relations
         for e in group:
-            if e is not None and len(kept) < n and (neg.answered(lm, e) if known else  # stop calling the model once n are kept
-                                                    len(make_query(lm, e).answer_tokens) == 1):
+            if e is not None and len(kept) < n and keep(e):  # stop calling the model once n are kept
                 kept.append(e)
     return kept
 
