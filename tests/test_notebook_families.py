@@ -48,11 +48,8 @@ def _config(family: str, vocab: int, tok):
     raise ValueError(family)
 
 
-def save_tiny(family: str, folder: Path) -> Path:
-    """A tiny random `family` model with the embedded model's tokenizer, saved as a checkpoint."""
-    from neuronloc.models import load_model
-
-    tok = load_model("smollm2-135m").tokenizer
+def save_tiny(family: str, folder: Path, tok) -> Path:
+    """A tiny random `family` model with the tokenizer `tok` (the embedded model's), saved as a checkpoint."""
     torch.manual_seed(0)
     model = _config(family, len(tok), tok)
     path = folder / f"tiny-{family}"
@@ -72,10 +69,14 @@ def _owned(notebook: str) -> set[str]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """{family: (exit status, output, results folder of the model)} of every notebook at SCALE=smoke."""
+    from neuronloc.models import load_model
+
     base = tmp_path_factory.mktemp("families")
+    tok = load_model("smollm2-135m").tokenizer
+    models = {family: save_tiny(family, base, tok) for family in FAMILIES}  # here: loading in two threads at once races
 
     def run(family):
-        model = save_tiny(family, base)
+        model = models[family]
         out, figures = base / f"out-{family}", base / f"fig-{family}"
         env = dict(os.environ, OMP_NUM_THREADS="1")
         done = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), "--model", str(model),
