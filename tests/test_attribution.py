@@ -550,3 +550,30 @@ def test_completeness_gap_shrinks_with_steps_on_embedded_model(smol):
         (s16, d16), (s64, d64) = coarse.meta["completeness"][l], fine.meta["completeness"][l]
         assert d16 == pytest.approx(d64, rel=1e-4, abs=1e-7)  # the same endpoints
         assert abs(s64 - d64) < 0.5 * abs(s16 - d16), l
+
+
+@pytest.mark.parametrize("shape", ["single-token options", "multi-token options"])
+@pytest.mark.parametrize("family", DECODERS)
+def test_answer_position_grads_batched_backward_equals_one_backward_per_answer(family, shape):
+    """Issue 20 item 4: every option's gradient from one forward and one batched backward
+    (`is_grads_batched`) equals a plain backward with that option alone, on every decoder
+    family (vmap over each family's backward: sliding windows, soft-capping, Conv1D, parallel
+    attention), with cloze options of one and of several tokens."""
+    from test_sites import build
+    from conftest import CharTokenizer
+    from neuronloc.attribution.gradients import answer_position_grads
+    from neuronloc.models import from_module
+    torch.manual_seed(0)
+    lm = from_module(build(family), CharTokenizer(), name=family)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, 64, (12,), generator=g)
+    options = tuple(torch.randint(2, 64, (k,), generator=g) for k in SHAPES[shape])
+    query = Query(ids, options, answer=1, readout="cloze")
+    for target in ("answer_prob", "option_prob", "prob_margin"):
+        batched = answer_position_grads(lm, query, torch.arange(4), target)
+        for k in range(4):
+            alone = answer_position_grads(lm, query, torch.tensor([k]), target)
+            assert torch.equal(batched.acts, alone.acts)
+            scale = alone.grads.abs().max()
+            assert scale > 0, (family, target, k)
+            assert ((batched.grads[k] - alone.grads[0]).abs().max() / scale).item() <= 1e-5, (family, shape, target, k)

@@ -295,3 +295,30 @@ def test_balance_gives_equal_gold_labels():
     assert trivial_accuracy(even) == pytest.approx(1 / 3)
     with pytest.raises(TaskError, match="at most 39"):
         balance(questions, n=60)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "gpt_neox"])
+def test_answer_loss_equals_the_models_own_loss(family):
+    """`answer_loss` (head on the answer positions only) equals `model(..., labels=).loss` on
+    left-padded rows with answers of different lengths, and so does its gradient."""
+    from test_sites import build
+    from conftest import CharTokenizer
+    from neuronloc.interventions import answer_loss
+    from neuronloc.models import from_module
+    torch.manual_seed(0)
+    lm = from_module(build(family), CharTokenizer(), name=family)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, 64, (3, 10), generator=g)
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, :3] = mask[2, :6] = 0  # left padding
+    labels = torch.full((3, 10), -100)
+    labels[0, 6:], labels[1, 8:], labels[2, 9:] = ids[0, 6:], ids[1, 8:], ids[2, 9:]  # answers of 4, 2 and 1 tokens
+    w = next(p for n, p in lm.model.named_parameters() if "mlp" in n and p.ndim == 2)
+    w.requires_grad_(True)
+    ours = answer_loss(lm, ids, mask, labels)
+    g_ours, = torch.autograd.grad(ours, w)
+    theirs = lm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), labels=labels).loss
+    g_theirs, = torch.autograd.grad(theirs, w)
+    w.requires_grad_(False)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+    assert torch.allclose(g_ours, g_theirs, rtol=1e-4, atol=1e-7)

@@ -123,3 +123,54 @@ def test_counterfact_corpus_reads_the_train_split():
     assert texts[0].endswith(".")  # prompt + true object
     with pytest.raises(ValueError, match="unknown corpus"):
         corpus_texts("wikipedia")
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "gpt_neox"])
+def test_value_loss_in_one_batch_equals_one_forward_per_prompt(family):
+    """`_value_loss` (the prompts and the essence prompt right padded in one forward, delta
+    at each row's own position) equals ROME's loss written prompt by prompt: `_nll` of each
+    prompt (prompts of different lengths: ROME's context prefixes) and the essence KL from
+    its own forward; and so does its gradient in delta."""
+    from test_sites import build
+    from neuronloc.localization.facts import subject_span
+    from neuronloc.localization.rome import _essence_logprobs, _nll, _value_loss, value_site
+    from neuronloc.models import from_module
+    model = copy.deepcopy(build(family)).double()
+    lm = from_module(model, CharTokenizer(64), name=family)
+    facts = [make_fact(lm, p + "Music by Toko", "Toko", "piano") for p in ("", "A. ", "Some text here. ")]
+    ids = torch.tensor(lm.tokenizer("Toko is a", add_special_tokens=True)["input_ids"])
+    position = subject_span(lm.tokenizer, "Toko is a", "Toko")[-1]
+    layer = 1
+    with torch.no_grad():
+        essence = (ids, position, _essence_logprobs(lm, ids, position, layer, None))
+    d = value_site(lm).n_inner
+    delta = (0.5 * torch.randn(d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).requires_grad_(True)
+    with torch.enable_grad():
+        ours = _value_loss(lm, facts, essence, layer, delta, kl_weight=0.3)
+        g_ours, = torch.autograd.grad(ours, delta)
+        nll = torch.stack([_nll(lm, f, layer, delta) for f in facts]).mean()
+        after = _essence_logprobs(lm, ids, position, layer, delta)
+        theirs = nll + 0.3 * (essence[2].exp() * (essence[2] - after)).sum()
+        g_theirs, = torch.autograd.grad(theirs, delta)
+    assert len({len(f.prompt) for f in facts}) == 3
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-9)
+    assert torch.allclose(g_ours, g_theirs, rtol=1e-7, atol=1e-12)
+    no_essence = _value_loss(lm, facts, None, layer, delta.detach(), kl_weight=0.3)
+    assert no_essence.item() == pytest.approx(nll.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2"])
+def test_answer_logprobs_in_one_batch_equal_one_forward_per_pair(family):
+    """`validation.answer_logprobs` (right-padded batch) equals `answer_logprob` pair by pair,
+    for prompts and answers of different lengths."""
+    from test_sites import build
+    from neuronloc.localization.validation import answer_logprob, answer_logprobs
+    from neuronloc.models import from_module
+    lm = from_module(copy.deepcopy(build(family)).double(), CharTokenizer(64), name=family)
+    g = torch.Generator().manual_seed(0)
+    pairs = [(torch.randint(2, 64, (n,), generator=g), torch.randint(2, 64, (k,), generator=g))
+             for n, k in ((5, 1), (9, 3), (3, 2), (7, 1))]
+    batched = answer_logprobs(lm, pairs)
+    alone = [answer_logprob(lm, p, a) for p, a in pairs]
+    assert len(set(alone)) == 4
+    assert batched == pytest.approx(alone, rel=1e-10)

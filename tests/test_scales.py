@@ -82,3 +82,10 @@ def test_task_names_are_loader_names():
         assert set(scale.neuronllm.tasks) <= set(LOADERS)
         assert set(scale.neg.mceval_tasks) <= set(LOADERS)
         assert set(scale.cnl.localize) <= set(EXAMPLE_LOADERS)
+
+
+def test_erase_n_reads_the_per_data_set_override():
+    from dataclasses import replace
+    cnl = replace(scales.CNL(), n_erase=120, n_erase_by=(("code", 60),))
+    assert (cnl.erase_n("code"), cnl.erase_n("gsm8k")) == (60, 120)
+    assert scales.CNL().erase_n("code") is None  # None: every evaluation question

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .engine import (Layout, forward_rows, logits_from, make_query, option_logits_suffice, prefix_cache, repeat_cache,
@@ -621,7 +622,8 @@ def _trainable(model: nn.Module, site: Site, neurons: dict[int, list[int]], with
 
 def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 1e-5, epochs: int = 1,
                         mode: str = "located", seed: int = 0, progress: bool = True,
-                        after_epoch: Callable[[int], None] | None = None) -> list[float]:
+                        after_epoch: Callable[[int], None] | None = None,
+                        after_step: Callable[[float], None] | None = None) -> list[float]:
     """Fine-tune only the FFN weights of chosen neurons (CNL §5.4 'Enhance'), in place.
 
     neurons: the located set (dict / bool mask / flat ids). mode:
@@ -635,7 +637,8 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
     Gradients are masked to the trainable slices and Adam has no weight decay, so every
     other weight stays bitwise unchanged. The model stays in eval mode (no dropout).
     after_epoch(e): called after epoch e (1-based), e.g. to evaluate the model at epochs 1, 5
-    and 10 of one run (CNL Tab. 2) without restarting Adam.
+    and 10 of one run (CNL Tab. 2) without restarting Adam; after_step(loss): after each step.
+    The loss is `answer_loss` (the head runs on the answer positions only).
     Returns the mean loss of each epoch. Copy the model first to keep the original.
     """
     if mode not in MODES:
@@ -661,13 +664,13 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
             for _ in range(epochs):
                 total = 0.0
                 for input_ids, attention_mask, labels in batches:
-                    attention_mask = attention_mask.to(lm.device)
-                    loss = model(input_ids=input_ids.to(lm.device), attention_mask=attention_mask,
-                                 position_ids=position_ids(attention_mask), labels=labels.to(lm.device)).loss
+                    loss = answer_loss(lm, input_ids, attention_mask, labels)
                     loss.backward()
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                     total += loss.item()
+                    if after_step is not None:
+                        after_step(loss.item())
                     bar.update()
                     bar.set_postfix(loss=f"{loss.item():.4f}")
                 losses.append(total / max(len(batches), 1))
@@ -680,6 +683,26 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
         for p, _ in trainable:
             p.grad = None
         model.requires_grad_(False)
+
+
+def answer_loss(lm: LM, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The causal-LM loss of `model(..., labels=labels).loss` (mean cross-entropy over the
+    tokens whose label is not -100, each predicted from the position before it) with the
+    vocabulary head run only from the first labelled position on. Rows are left padded and
+    labelled only on their answer (`answer_batches`), so on a prompt of ~100 tokens and an
+    answer of a few the head, ~20 % of a small model's forward and backward, runs on a few
+    positions instead of all."""
+    input_ids, attention_mask, labels = input_ids.to(lm.device), attention_mask.to(lm.device), labels.to(lm.device)
+    labelled = (labels != -100).any(0).nonzero()
+    if len(labelled) == 0:
+        raise ValueError("answer_loss got a batch with no labelled token: nothing to train on")
+    first = max(int(labelled[0]), 1)  # labels[:, 0] is never predicted
+    keep = labels.shape[1] - first + 1  # logits from position first - 1 on
+    out = lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                   **logits_from(lm.model, keep))
+    logits = out.logits[:, -keep:]  # a model without logits_to_keep returns every position
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, first:].reshape(-1),
+                           ignore_index=-100)
 
 
 def answer_batches(lm: LM, examples, batch_size: int = 8, chat: bool = False):

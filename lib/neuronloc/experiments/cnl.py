@@ -168,11 +168,6 @@ def finetune(lm: LM, site: Site, examples: Sequence[Example], neurons, questions
     accs, correct, pred, step_losses, state = {}, {}, {}, [], {"plateau": False}
     last_epoch = max(epochs)
 
-    def record(module, args, output):  # the training loss of each step (evaluation forwards have none)
-        loss = getattr(output, "loss", None)
-        if loss is not None and torch.is_grad_enabled():
-            step_losses.append(float(loss.detach()))
-
     def epoch_losses() -> list[float]:
         return [float(np.mean(step_losses[i:i + len(batches)])) for i in range(0, len(step_losses), len(batches))]
 
@@ -196,14 +191,12 @@ def finetune(lm: LM, site: Site, examples: Sequence[Example], neurons, questions
             raise _Plateau
 
     start = time.perf_counter()
-    handle = lm.model.register_forward_hook(record)
     try:
         restricted_finetune(lm, site, mask_to_ids(neurons), batches, lr=lr, epochs=last_epoch, mode=mode,
-                            seed=seed, progress=False, after_epoch=after)
+                            seed=seed, progress=False, after_epoch=after, after_step=step_losses.append)
     except _Plateau:
         pass
     finally:
-        handle.remove()
         lm.model.load_state_dict(saved)
     stopped = state["stopped"]
     for epoch in epochs:  # epochs after the stop read the stopped model

@@ -121,6 +121,22 @@ def answer_logprob(lm: LM, prompt: torch.Tensor, answer: torch.Tensor) -> float:
     return float(lp[torch.arange(len(answer)), answer.to(lp.device)].sum())
 
 
+@torch.no_grad()
+def answer_logprobs(lm: LM, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+    """`answer_logprob` of every (prompt, answer) pair in one right-padded forward (a causal
+    model's real positions never see the padding): one read of the weights instead of one
+    per pair."""
+    rows = [torch.cat([prompt, answer[:-1]]) for prompt, answer in pairs]
+    width = max(len(r) for r in rows)
+    batch = torch.stack([torch.cat([r, r.new_full((width - len(r),), int(r[0]))]) for r in rows])
+    keep = width - min(len(prompt) - 1 for prompt, _ in pairs)
+    logits = lm.model(input_ids=batch.to(lm.device), **logits_from(lm.model, keep)).logits[:, -keep:]
+    lp = logits.double().log_softmax(-1)
+    base = width - keep
+    return [float(lp[i, torch.arange(len(answer)) + len(prompt) - 1 - base, answer.to(lp.device)].sum())
+            for i, (prompt, answer) in enumerate(pairs)]
+
+
 def layer_sweep(lm: LM, prompt: str, subject: str, new: str, true: str, layers: Sequence[int],
                 paraphrases: Sequence[str] = (), covs: dict | None = None, progress: bool = False,
                 **edit_params) -> list[dict]:
@@ -132,13 +148,9 @@ def layer_sweep(lm: LM, prompt: str, subject: str, new: str, true: str, layers: 
     facts = [(name, make_fact(lm, p, subject, new), make_fact(lm, p, subject, true)) for name, p in prompts]
 
     def read(layer):
-        rows = []
-        for name, f_new, f_true in facts:
-            lp_new = answer_logprob(lm, f_new.prompt, f_new.answer)
-            lp_true = answer_logprob(lm, f_true.prompt, f_true.answer)
-            rows.append({"layer": layer, "prompt": name, "logp_new": lp_new, "logp_true": lp_true,
-                         "success": lp_new > lp_true})
-        return rows
+        lps = answer_logprobs(lm, [(f.prompt, f.answer) for _, f_new, f_true in facts for f in (f_new, f_true)])
+        return [{"layer": layer, "prompt": name, "logp_new": lp_new, "logp_true": lp_true, "success": lp_new > lp_true}
+                for (name, _, _), lp_new, lp_true in zip(facts, lps[0::2], lps[1::2])]
 
     rows = read(None)
     for layer in tqdm(list(layers), desc="ROME layers", disable=not progress, leave=False):
