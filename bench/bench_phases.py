@@ -66,8 +66,8 @@ def ig_errors(targets: list[str], steps: int, layers: list[int]) -> dict:
 
 def neurgrad(repeat: int = 3, threads: int | None = None) -> dict:
     """NeurGrad of every option vs one plain forward of the prompt, and its two parts: the
-    prefix forward into the KV cache (compute-bound, ~ a forward) and the answer rows'
-    forward + backward (one position per option: memory-bound, every weight read twice)."""
+    prefix forward into the KV cache (compute-bound, ~ a forward) and the answer position's
+    forward + batched backward (one position: memory-bound, every weight read about twice)."""
     from neuronloc.attribution import answer_position_grads
     from neuronloc.attribution.gradients import answer_position_grads as grads_of
     from neuronloc.engine import prefix_cache

@@ -202,7 +202,7 @@ DEFAULT = Scale(
     NeuronLLM(n_eval=280, ig_steps=8, z=5000 / PAPER_NEURONS, k=100, n_pool=320, n_position=10,
               side_ratios=(0.0, 0.5, 1.0), n_budget=60),
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03's localization 4 min,
-    # 02 ~5 min (reduced for time; the notebooks say where). 01 at this scale: 31 min from an empty cache (20 facts: KN m = 20, ROME-style tracing with
+    # 02 ~5 min (reduced for time; the notebooks say where). 01 at this scale: 28 min from an empty cache (20 facts: KN m = 20, ROME-style tracing with
     # 10 noise draws and a 10-layer window, ROME edits at 3 grid layers + each fact's traced layer)
     CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
         data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350,
@@ -215,7 +215,8 @@ DEFAULT = Scale(
         # half-width (3.4 points at 204) to stay below the paper's effect (4.6); it came out 5.0 (flagged underpowered),
         # and the notebook took 58 min (about 47 without other jobs on the machine; Code's erase alone 13 min). So, chosen
         # before the next run for the same limit: Code's erase on its first 60 questions (its four options are whole programs
-        # of ~37 tokens, so a Code question costs ~4x a GSM8K one), GSM8K and Meta_Math keep 120
+        # of ~37 tokens, so a Code question costs ~4x a GSM8K one), GSM8K and Meta_Math keep 120: 37.5 min from an empty
+        # cache, alone (erase 11 min, fine-tuning 18); CN-18 -7.9 [-13.2, -2.1], every verdict as before
         epochs=(1, 2, 4), n_finetune=192, lr=1e-4, n_eval=204, n_random=2, n_random_enhance=1, n_erase=120,
         n_erase_by=(("code", 60),)),
     # NEG: reduced for time (notebooks 04 + 05 <= 12 min on 2 idle cores; the counts are in the notebooks)
