@@ -128,12 +128,21 @@ def test_counterfact_corpus_reads_the_train_split():
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "gpt_neox"])
 def test_value_loss_in_one_batch_equals_one_forward_per_prompt(family):
     """`_value_loss` (the prompts and the essence prompt right padded in one forward, delta
-    at each row's own position) equals ROME's loss written prompt by prompt: `_nll` of each
+    at each row's own position) equals ROME's loss written prompt by prompt: the NLL of each
     prompt (prompts of different lengths: ROME's context prefixes) and the essence KL from
     its own forward; and so does its gradient in delta."""
     from test_sites import build
     from neuronloc.localization.facts import subject_span
-    from neuronloc.localization.rome import _essence_logprobs, _nll, _value_loss, value_site
+    from neuronloc.engine import logits_from
+    from neuronloc.hooks import Edit, intervene
+    from neuronloc.localization.rome import _essence_logprobs, _value_loss, value_site
+
+    def _nll(lm, fact, layer, delta):  # ROME's loss term of one prompt, in its own forward
+        ids = torch.cat([fact.prompt, fact.answer[:-1]])[None]
+        with intervene(lm.model, value_site(lm), [Edit(layer, None, "add", delta, positions=[fact.subject_last])]):
+            logits = lm.model(input_ids=ids, **logits_from(lm.model, len(fact.answer))).logits[0, -len(fact.answer):]
+        lp = logits.double().log_softmax(-1)
+        return -lp[torch.arange(len(fact.answer)), fact.answer].mean()
     from neuronloc.models import from_module
     model = copy.deepcopy(build(family)).double()
     lm = from_module(model, CharTokenizer(64), name=family)

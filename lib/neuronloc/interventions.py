@@ -668,11 +668,12 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
                     loss.backward()
                     opt.step()
                     opt.zero_grad(set_to_none=True)
-                    total += loss.item()
+                    value = loss.item()
+                    total += value
                     if after_step is not None:
-                        after_step(loss.item())
+                        after_step(value)
                     bar.update()
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    bar.set_postfix(loss=f"{value:.4f}")
                 losses.append(total / max(len(batches), 1))
                 if after_epoch is not None:
                     after_epoch(len(losses))

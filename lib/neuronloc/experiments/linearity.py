@@ -38,6 +38,7 @@ def factual_prompts(lm: LM, relations: Sequence[str], n: int, scan: int, seed: i
         examples = load_examples(relation, n=scan, seed=seed)
         first = min(e.meta["pattern"] for e in examples)  # one pattern per fact
         pools.append([e for e in examples if e.meta["pattern"] == first])
+
     def keep(e):
         return neg.answered(lm, e) if known else len(make_query(lm, e).answer_tokens) == 1
     kept = []

@@ -93,6 +93,21 @@ def last_probs(lm: LM, ids: torch.Tensor, rows: int = 1) -> torch.Tensor:
     return logits.double().softmax(-1)
 
 
+def padded_logprobs(lm: LM, rows: list[torch.Tensor], first: int) -> torch.Tensor:
+    """Log-probabilities (float64) of the next token at positions `first` on of `rows`
+    (token ids `[n_i]`), run as one batch right padded to the longest row (run inside the
+    caller's hooks; a causal model's real positions never see the padding): `[rows, width -
+    first, vocab]`, position t of a row at index t - first. One read of the weights for all
+    rows, where a CPU pays for each small forward's weight reads."""
+    from ..engine import logits_from
+
+    width = max(len(r) for r in rows)
+    batch = torch.stack([torch.cat([r, r.new_full((width - len(r),), int(r[0]))]) for r in rows])
+    keep = width - first
+    logits = lm.model(input_ids=batch.to(lm.device), **logits_from(lm.model, keep)).logits[:, -keep:]
+    return logits.double().log_softmax(-1)
+
+
 def paraphrase_groups(lm: LM, examples, n_paraphrases: int, n_facts: int | None = None,
                       known: bool = True) -> list[list]:
     """The paraphrase sets of CNL §3.1: examples grouped by meta["fact"] (the prompts of one

@@ -49,7 +49,7 @@ from ..hooks import Edit, capture, intervene
 from ..models import LM
 from ..sites import Site, UnsupportedModelError
 from ..store import Store, key
-from .facts import Fact, make_fact, subject_span
+from .facts import Fact, make_fact, padded_logprobs, subject_span
 
 CORPORA = ("counterfact", "gsm8k")
 
@@ -206,16 +206,6 @@ def _keys(lm: LM, facts: list[Fact], layer: int) -> tuple[torch.Tensor, torch.Te
     return torch.stack(ks).mean(0).cpu(), v0.cpu()
 
 
-def _nll(lm: LM, fact: Fact, layer: int, delta: torch.Tensor) -> torch.Tensor:
-    """Mean -log P(new object tokens | prompt), teacher forced, delta added at the subject's last token."""
-    ids = torch.cat([fact.prompt, fact.answer[:-1]])[None].to(lm.device)
-    edit = Edit(layer, None, "add", delta, positions=[fact.subject_last])
-    with intervene(lm.model, value_site(lm), [edit]):
-        logits = lm.model(input_ids=ids, **logits_from(lm.model, len(fact.answer))).logits[0, -len(fact.answer):]
-    lp = logits.double().log_softmax(-1)
-    return -lp[torch.arange(len(fact.answer)), fact.answer.to(lp.device)].mean()
-
-
 def _essence_logprobs(lm: LM, ids: torch.Tensor, position: int, layer: int, delta) -> torch.Tensor:
     edits = [] if delta is None else [Edit(layer, None, "add", delta, positions=[position])]
     with intervene(lm.model, value_site(lm), edits):
@@ -224,28 +214,23 @@ def _essence_logprobs(lm: LM, ids: torch.Tensor, position: int, layer: int, delt
 
 
 def _value_loss(lm: LM, facts: list[Fact], essence, layer: int, delta: torch.Tensor, kl_weight: float) -> torch.Tensor:
-    """mean over facts of `_nll` + kl_weight * KL(before || after) of the essence prompt
-    (`essence` = (ids, position, unedited log-probs), or None), all rows in one forward:
-    the rows are right padded (a causal model's real positions never see the padding) and
-    delta is added at each row's own position, so every step reads the weights once
-    instead of once per prompt (small forwards on a CPU cost their weight reads)."""
+    """ROME's value loss: the mean over facts of -log P(new object | prompt) (teacher forced,
+    mean over its tokens, delta added at the subject's last token) + kl_weight *
+    KL(before || after) of the essence prompt (`essence` = (ids, position, unedited
+    log-probs), or None). All rows run in one forward (`padded_logprobs`), delta added at
+    each row's own position."""
     rows = [(torch.cat([f.prompt, f.answer[:-1]]), f.subject_last, len(f.prompt) - 1) for f in facts]
     if essence is not None:
         rows.append((essence[0], essence[1], len(essence[0]) - 1))
-    width = max(len(ids) for ids, _, _ in rows)
-    batch = torch.stack([torch.cat([ids, ids.new_full((width - len(ids),), int(ids[0]))]) for ids, _, _ in rows])
-    keep = width - min(first for _, _, first in rows)  # logits from the earliest read position on
+    first = min(read for _, _, read in rows)
     edits = [Edit(layer, None, "add", delta, rows=[i], positions=[at]) for i, (_, at, _) in enumerate(rows)]
     with intervene(lm.model, value_site(lm), edits):
-        logits = lm.model(input_ids=batch.to(lm.device), **logits_from(lm.model, keep)).logits[:, -keep:]
-    lp = logits.double().log_softmax(-1)  # position t of a row is lp[:, t - (width - keep)]
-    base = width - keep
-    nll = torch.stack([-lp[i, torch.arange(len(f.answer)) + len(f.prompt) - 1 - base, f.answer.to(lp.device)].mean()
+        lp = padded_logprobs(lm, [ids for ids, _, _ in rows], first)
+    nll = torch.stack([-lp[i, torch.arange(len(f.answer)) + len(f.prompt) - 1 - first, f.answer.to(lp.device)].mean()
                        for i, f in enumerate(facts)]).mean()
     if essence is None:
         return nll
-    before = essence[2]
-    after = lp[len(facts), len(essence[0]) - 1 - base]
+    before, after = essence[2], lp[len(facts), len(essence[0]) - 1 - first]
     return nll + kl_weight * (before.exp() * (before - after)).sum()
 
 

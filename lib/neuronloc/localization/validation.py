@@ -37,7 +37,7 @@ from ..models import LM
 from ..store import Store, key
 from .causal_tracing import Trace, causal_trace
 from .circuits import Circuit, knowledge_circuit
-from .facts import Fact, last_probs, make_fact
+from .facts import Fact, last_probs, make_fact, padded_logprobs
 from .rome import applied, rome_edit
 
 
@@ -123,17 +123,10 @@ def answer_logprob(lm: LM, prompt: torch.Tensor, answer: torch.Tensor) -> float:
 
 @torch.no_grad()
 def answer_logprobs(lm: LM, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
-    """`answer_logprob` of every (prompt, answer) pair in one right-padded forward (a causal
-    model's real positions never see the padding): one read of the weights instead of one
-    per pair."""
-    rows = [torch.cat([prompt, answer[:-1]]) for prompt, answer in pairs]
-    width = max(len(r) for r in rows)
-    batch = torch.stack([torch.cat([r, r.new_full((width - len(r),), int(r[0]))]) for r in rows])
-    keep = width - min(len(prompt) - 1 for prompt, _ in pairs)
-    logits = lm.model(input_ids=batch.to(lm.device), **logits_from(lm.model, keep)).logits[:, -keep:]
-    lp = logits.double().log_softmax(-1)
-    base = width - keep
-    return [float(lp[i, torch.arange(len(answer)) + len(prompt) - 1 - base, answer.to(lp.device)].sum())
+    """`answer_logprob` of every (prompt, answer) pair, all in one forward (`padded_logprobs`)."""
+    first = min(len(prompt) - 1 for prompt, _ in pairs)
+    lp = padded_logprobs(lm, [torch.cat([prompt, answer[:-1]]) for prompt, answer in pairs], first)
+    return [float(lp[i, torch.arange(len(answer)) + len(prompt) - 1 - first, answer.to(lp.device)].sum())
             for i, (prompt, answer) in enumerate(pairs)]
 
 
