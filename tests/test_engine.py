@@ -15,6 +15,7 @@ from neuronloc.engine import PRIOR_PROMPT, Layout, Query, forward_rows, make_que
 from neuronloc.hooks import Edit
 from neuronloc.interventions import evaluate_conditions, evaluate_options
 from neuronloc.metrics import neg_slope
+from neuronloc.models import contiguous_input
 from neuronloc.tasks import READOUTS, TaskError
 
 from conftest import IG_TOLERANCE, float64_twin, rel_err, tiny_llama
@@ -226,3 +227,39 @@ def test_the_kv_cache_goes_by_the_forwards_own_name(lm):
         cache = prefix_cache(lm, make_query(lm, QUESTION, readout="cloze").prompt)
         assert cache is not None and cache.get_seq_length() > 0
         attribute("ig", lm, QUESTION, target="option_prob", steps=2, readout="cloze")  # the fast path: prefix + rows
+
+
+def test_the_head_reads_a_sliced_batch_as_one_matrix_product():
+    """`models.contiguous_input`: the LM head copies the strided slice transformers gives it
+    (`logits_to_keep`) so that torch runs one matrix product, not one product per row against
+    the expanded weight (`aten::bmm`); the logits are the same up to rounding."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from conftest import tiny_llama
+
+    lm = tiny_llama(seed=3)
+    ids = torch.randint(2, 100, (6, 5), generator=torch.Generator().manual_seed(0))
+    head = lm.model.get_output_embeddings()
+    assert head._neuronloc_contiguous
+    with torch.no_grad():
+        full = lm.model(input_ids=ids).logits[:, -2:]
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            kept = lm.model(input_ids=ids, logits_to_keep=2).logits
+    assert torch.allclose(kept, full, rtol=1e-5, atol=1e-6)
+    vocab = head.out_features
+
+    def per_row_head(prof) -> bool:  # a bmm against the [rows, d, vocab] expanded head weight
+        return any(e.key == "aten::bmm" and any(s and s[-1] == vocab for s in e.input_shapes)
+                   for e in prof.key_averages(group_by_input_shape=True))
+    assert not per_row_head(prof)
+    # without the copy, the same call runs per-row products
+    handle = next(iter(head._forward_pre_hooks))
+    hook = head._forward_pre_hooks.pop(handle)
+    try:
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            lm.model(input_ids=ids, logits_to_keep=2)
+        assert per_row_head(prof)
+    finally:
+        head._forward_pre_hooks[handle] = hook
+    assert lm.model.get_output_embeddings() is contiguous_input(head)  # registered once
+    assert len(head._forward_pre_hooks) == 1

@@ -4,6 +4,8 @@ alone, the traces averaged) and against plain torch hooks (every draw's corrupte
 restored run by hand, probabilities averaged as ROME's trace_with_patch does)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -166,3 +168,48 @@ def test_layers_batched_into_forwards_of_any_size_give_the_same_trace(lm):
     part = causal_trace(lm, f, kinds=("mlp.out",), seed=SEED, draws=3, window=2, tokens=["subject_last"], layers=[3, 1], max_rows=3)
     assert part.restored["mlp.out"][[0, 2]].isnan().all()
     assert torch.allclose(part.restored["mlp.out"][[1, 3], 3], one.restored["mlp.out"][[1, 3], 3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama (4 layers)", "llama", "gemma2", "gemma3_text", "gpt2", "gpt_neox"])
+def test_restarted_rows_give_the_trace_of_rows_run_from_the_first_layer(family):
+    """Rows that enter the batch at their window's first layer (the corrupted run's input
+    there) give the trace of rows run through every layer, for every kind, window and token
+    set, with and without a cached prefix; on families with fused or parallel blocks,
+    absolute positions and sliding windows (the tiny models of test_sites, float64)."""
+    from conftest import CharTokenizer
+    from test_sites import build
+
+    from neuronloc.models import from_module
+
+    if family == "llama (4 layers)":
+        lm = tiny_llama(seed=4, num_hidden_layers=4)
+        lm.model.double()
+    else:
+        lm = from_module(copy.deepcopy(build(family)).double(), CharTokenizer(), name=family)  # 2 layers (build is shared)
+    f = Fact(torch.tensor([1, 5, 9, 13, 7, 22, 30, 11, 4]), range(2, 4), torch.tensor([40]))
+    n_layers = lm.site("mlp.out").n_layers
+    for tokens, window, layers, max_rows in ((["subject_last"], 10, None, 320), ([2, 5], 1, None, 320),
+                                             (None, 3, [n_layers - 1, 0], 7), (["subject_last", 6], 2, None, 5)):
+        for prefix in (True, False):
+            kw = dict(kinds=("mlp.out", "attn.out", "resid.pre"), seed=SEED, draws=3, window=window, tokens=tokens,
+                      layers=layers, max_rows=max_rows, prefix=prefix)
+            fast, slow = causal_trace(lm, f, restart=True, **kw), causal_trace(lm, f, restart=False, **kw)
+            assert fast.corrupted == slow.corrupted
+            for kind in kw["kinds"]:
+                assert fast.restored[kind].shape == (n_layers, len(f.prompt))
+                assert torch.allclose(fast.restored[kind], slow.restored[kind], rtol=1e-9, atol=1e-12, equal_nan=True), \
+                    (family, tokens, window, prefix, kind)
+                assert (~fast.restored[kind].isnan()).sum() == len(layers or range(n_layers)) * len(tokens or f.prompt)
+
+
+def test_a_restarted_row_that_is_not_independent_is_caught(lm, monkeypatch):
+    """The unrestored condition of the first forward is checked against the corrupted run."""
+    import neuronloc.localization.causal_tracing as ct
+
+    real = ct._target_probs
+    monkeypatch.setattr(ct, "_target_probs", lambda *a, **k: real(*a, **k) * (1.5 if len(a) > 4 and a[4] is not None and
+                                                                             a[4].layers[0].keys.shape[0] > 3 else 1.0))
+    f = fact()
+    lm32 = tiny_llama(seed=4, num_hidden_layers=4)
+    with pytest.raises(RuntimeError, match="not independent"):
+        causal_trace(lm32, f, kinds=("mlp.out",), seed=SEED, draws=3, window=2, tokens=["subject_last"])

@@ -46,7 +46,9 @@ def plain(lm, batch) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
 
 
 def n_hooks(model) -> int:
-    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+    """Hooks on the model's modules, besides the one `models.contiguous_input` keeps on the head."""
+    kept = int(getattr(model.get_output_embeddings(), "_neuronloc_contiguous", False))
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules()) - kept
 
 
 # ---------------------------------------------------------------- capture

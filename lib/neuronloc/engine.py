@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from .hooks import neuron_hooks
-from .models import LM
+from .models import LM, contiguous_input
 from .sites import resolve_site, text_config
 from .targets import SHIFT_INVARIANT
 from .tasks.core import READOUTS, MCQuestion, TaskError, continuation_ids, label_token_ids, render
@@ -408,6 +408,13 @@ def repeat_cache(cache, per: int, config=None):
     return _rebuilt(cache, lambda i, x: x.repeat_interleave(per, 0), config)
 
 
+def tile_cache(cache, sizes, config=None):
+    """A fresh cache whose layer i holds sizes[i] // b copies of `cache`'s b rows one after
+    the other (row c * b + r is row r: conditions of b rows each, condition-major, as
+    `restart_rows` grows them), or None."""
+    return _rebuilt(cache, lambda i, x: x.repeat(sizes[i] // x.shape[0], 1, 1, 1), config)
+
+
 def _rebuilt(cache, rows, config=None):
     """A fresh DynamicCache whose layer i holds rows(i, keys) and rows(i, values) of `cache`'s
     layer i (None for None); a sliding-window layer keeps its count of the tokens seen."""
@@ -522,7 +529,7 @@ def head_rows(lm: LM, tokens: torch.Tensor | None):
     sub.weight = torch.nn.Parameter(head.weight[rows], requires_grad=False)
     if head.bias is not None:
         sub.bias = torch.nn.Parameter(head.bias[rows], requires_grad=False)
-    setattr(lm.model, name, sub)
+    setattr(lm.model, name, contiguous_input(sub))
     try:
         yield True
     finally:

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import hooks
-from ..engine import logits_from
-from ..hooks import Edit, capture, intervene
+from ..engine import broadcast_masks, logits_from, resid_pre, restart_plan, restart_rows, tile_cache
+from ..hooks import Edit, capture, intervene, neuron_hooks
 from ..models import LM
 from .facts import Fact, last_probs, make_fact
 
@@ -98,9 +98,39 @@ def _target_probs(lm: LM, ids: torch.Tensor, rows: int, target: int, cache=None)
     return logits.double().softmax(-1)[:, target]
 
 
+@torch.no_grad()
+def _restarted_chunk(lm: LM, site, ids: torch.Tensor, target: int, chunk, toks, start: int, window: int, draws: int,
+                     inputs: dict, base, clean: dict, noise: list, grid: torch.Tensor, corrupted=None) -> None:
+    """One forward of the restorations of `chunk`'s layers (each over its window) at each token
+    of `toks`, every restoration entering the batch at its window's first layer (`restart_rows`;
+    conditions ordered by that layer, `draws` rows each, condition-major); `noise` corrupts the
+    driver rows, `base` (each draw's prefix cache) is tiled to every layer's rows. Writes the
+    means over the draws into `grid[layer, token]`. corrupted (per draw): add one unrestored
+    condition and check it against these probabilities."""
+    first = lambda layer: max(0, layer - window // 2)  # noqa: E731
+    order = sorted(chunk, key=first)  # restart needs the conditions sorted by their entry layer
+    off = int(corrupted is not None)
+    starts = [first(order[0])] * off + [first(layer) for layer in order for _ in toks]
+    sizes, restart = restart_plan(starts, draws, site.n_layers, inputs)
+    edits = [Edit(l, None, "patch", clean[l][:1, t:t + 1], rows=[(off + j * len(toks) + r) * draws + d for d in range(draws)],
+                  positions=[t - start])
+             for j, layer in enumerate(order)
+             for l in range(first(layer), min(site.n_layers, layer - window // 2 + window))
+             for r, t in enumerate(toks)]
+    cache = tile_cache(base, sizes, lm.model.config)
+    with broadcast_masks(), restart_rows(lm.model, restart), intervene(lm.model, lm.site("embed"), noise), \
+            intervene(lm.model, site, edits):
+        probs = _target_probs(lm, ids, draws, target, cache).reshape(len(starts), draws)
+    if corrupted is not None and ((probs[0] - corrupted).abs() > 1e-3 * corrupted + 1e-6).any():
+        raise RuntimeError("the unrestored rows of a restarted trace differ from the corrupted run: "
+                           "the model's rows are not independent (padding or batch-dependent layers?)")
+    mean = probs[off:].reshape(len(order), len(toks), draws).mean(-1)
+    grid[torch.tensor(order)[:, None], torch.tensor(toks)[None, :]] = mean.cpu().to(grid.dtype)
+
+
 def causal_trace(lm: LM, fact, kinds=KINDS, noise: float = 3.0, seed: int = 0, window: int = 1,
                  layers=None, tokens=None, subject=None, answer=None, draws: int = 1, prefix: bool = True,
-                 max_rows: int = 320) -> Trace:
+                 max_rows: int = 320, restart: bool = True) -> Trace:
     """Trace one fact (a Fact, or what `make_fact` takes with subject= and answer=).
 
     Returns restored probabilities `[layer, token]` per kind (NaN for layers and tokens not
@@ -114,6 +144,11 @@ def causal_trace(lm: LM, fact, kinds=KINDS, noise: float = 3.0, seed: int = 0, w
     of a draw (a restoration at token t changes positions >= t only), so they are run once per
     draw and their keys and values reused (the same numbers up to rounding; cost ~ the
     positions from the first restored token on); False runs every row over the whole prompt.
+    restart: a row restored over layers lo..hi equals its draw's corrupted run below lo, so
+    it enters the batch at lo's input (taken from one corrupted run per draw; the engine's
+    `restart_rows`, as IG's fast path does) instead of re-running layers 0..lo - 1: with a
+    10-layer window about a third of the layer passes, with window 1 about half (the same
+    numbers up to rounding); False runs every row from the first layer.
     """
     if draws < 1 or window < 1:
         raise ValueError(f"causal tracing needs draws >= 1 and window >= 1, got draws={draws}, window={window}")
@@ -148,6 +183,13 @@ def causal_trace(lm: LM, fact, kinds=KINDS, noise: float = 3.0, seed: int = 0, w
             caches[block].batch_repeat_interleave(block)
         return caches.get(block)
     restored = {}
+    inputs = None
+    if restart and kinds:  # each draw's corrupted run from `start` on: the input of every decoder layer
+        seen, pre_site = {}, resid_pre(lm.model)
+        record = {l: (lambda h, l=l: seen.__setitem__(l, h.detach())) for l in range(pre_site.n_layers)}
+        with intervene(lm.model, embed, corrupt(lambda d: [d], post, start)), neuron_hooks(lm.model, pre_site, record):
+            _target_probs(lm, ids[start:], draws, target, base)
+        inputs = seen
     for kind in kinds:
         site = lm.site(kind)
         with torch.no_grad(), capture(lm.model, site, positions="all") as clean:
@@ -157,6 +199,10 @@ def causal_trace(lm: LM, fact, kinds=KINDS, noise: float = 3.0, seed: int = 0, w
         grid = torch.full((site.n_layers, n_tok), float("nan"))
         for c in range(0, len(todo), per):
             chunk = todo[c:c + per]
+            if inputs is not None:
+                _restarted_chunk(lm, site, ids[start:], target, chunk, toks, start, window, draws, inputs, base, clean.acts,
+                                 corrupt(lambda d: [d], post, start), grid, each_corrupted if c == 0 and exact else None)
+                continue
             # draw d's rows: d x block + [its unrestored row (first forward only)] + j x len(toks) + r, restored at
             # token toks[r] over the window of layer chunk[j]
             off = int(c == 0)
