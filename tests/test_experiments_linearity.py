@@ -3,6 +3,8 @@ factual prompts over relations (fake data and a fake answer check, so the expect
 written out by hand), the linear-range cut of a sweep, estimators at the sampled neurons."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -104,7 +106,7 @@ def test_claims_rows_intervals_over_prompts_and_verdicts():
     from neuronloc.claims import decide
 
     res, cfg = _res()
-    rows = {c.id: c for c in linearity.claims(res, cfg, timing={"ig_neurgrad": (30.0, 25.0, 35.0, [30.0] * 5),
+    rows = {c.id: c for c in linearity.claims(res, cfg, timing={"ig_neurgrad": (30.0, 25.0, 35.0, [[30.0] * 4] * 5),
                                                                   "neurgrad_cg": (1.0, 0.9, 1.1, [1.0] * 5)},
                                               n_resamples=500, seed=1)}
     assert sorted(rows) == sorted({f"NG-{i:02d}" for i in (*range(1, 15), 30, 31, 32, 33)})
@@ -124,7 +126,7 @@ def test_claims_rows_intervals_over_prompts_and_verdicts():
     best = max(r(res["est"][k]) for k in ("CG", "IG", "LPI"))
     assert rows["NG-07"].estimate == pytest.approx(1 - best)
     # NG-09: from the interleaved repetitions, not the prompts
-    assert (rows["NG-09"].estimate, rows["NG-09"].ci, rows["NG-09"].n, rows["NG-09"].n_of) == (30.0, [25.0, 35.0], 5, "repetitions")
+    assert (rows["NG-09"].estimate, rows["NG-09"].ci, rows["NG-09"].n, rows["NG-09"].n_of) == (30.0, [25.0, 35.0], 5, "processes")
     assert rows["NG-09"].verdict == "replicated"
     # NG-10: NeurGrad 0.2 against CG 0.1 and IG 0.15 in every cell -> 0.05, zero width
     assert rows["NG-10"].estimate == pytest.approx(0.05) and rows["NG-10"].verdict == "replicated"
@@ -146,9 +148,10 @@ def test_claims_timing_contradicted_and_generality_by_hand():
 
     res, cfg = _res()
     res["top_layer"] = np.tile([0, 0, 1], (6, 1))  # layer 2 holds none: coverage 2/3
-    rows = {c.id: c for c in linearity.claims(res, cfg, timing={"ig_neurgrad": (3.0, 2.5, 3.5, [3.0] * 5),
+    rows = {c.id: c for c in linearity.claims(res, cfg, timing={"ig_neurgrad": (3.0, 2.5, 3.5, [[3.0] * 4] * 5),
                                                                   "neurgrad_cg": (1.0, 0.9, 1.1, [1.0] * 5)}, n_resamples=200)}
     assert rows["NG-09"].verdict == "contradicted"  # 3.5 < 10 + 55
+    assert (rows["NG-09"].n, rows["NG-09"].n_of) == (5, "processes")
     # LG by hand: counts per layer (12, 6, 0) of 18: coverage 2/3, var = 24, maxVar = 18^2 * 2 / 9 = 72 -> 2/3 * (1 - 1/3)
     assert rows["NG-30"].estimate == pytest.approx(2 / 3 * (1 - 24 / 72))
     assert rows["NG-30"].verdict == "contradicted"
@@ -170,3 +173,34 @@ def test_timing_ratio_pairs_each_repetition_on_the_next_prompt(monkeypatch):
     linearity.timing_ratio(None, ["p0", "p1", "p2"], "ig", "neurgrad", repetitions=3, rounds=2)
     assert [c[1] for c in calls[::2]] == ["p0", "p1", "p1", "p2", "p2", "p0", "p0"]
     assert [c[0] for c in calls] == ["ig", "neurgrad"] * 7
+
+
+def test_t_mean_ci_is_students_interval_by_hand():
+    from neuronloc.metrics import t_mean_ci
+
+    x = [9.5, 9.8, 10.5, 10.7, 10.1]
+    mean = sum(x) / 5
+    sd = (sum((v - mean) ** 2 for v in x) / 4) ** 0.5
+    half = 2.7764451051977987 * sd / 5 ** 0.5  # t(0.975, 4)
+    m, lo, hi = t_mean_ci(x)
+    assert (m, lo, hi) == pytest.approx((mean, mean - half, mean + half), rel=1e-12)
+    assert t_mean_ci([3.0, 3.0, 3.0]) == (3.0, 3.0, 3.0)  # zero width
+    assert math.isnan(t_mean_ci([3.0])[1]) and math.isnan(t_mean_ci([])[0])
+
+
+def _fake_child(model, threads, args, kwargs):  # module level: spawned processes import it
+    prompts, a, b, repetitions, seed = args
+    return [10.0 + seed + 0.1 * r for r in range(repetitions)]
+
+
+def test_process_timing_ratio_runs_fresh_processes_and_takes_the_interval_over_them():
+    """Each process gets its own seed (seed + p) and returns its repetitions' ratios; the estimate
+    is the mean of the process means, the interval Student's t over those means."""
+    from neuronloc.experiments.linearity import process_timing_ratio
+    from neuronloc.metrics import t_mean_ci
+
+    mean, lo, hi, per = process_timing_ratio("unused", [], "ig", "neurgrad", processes=3, repetitions=2, seed=1,
+                                             child=_fake_child)
+    assert per == [[11.0, 11.1], [12.0, 12.1], [13.0, 13.1]]
+    assert (mean, lo, hi) == pytest.approx(t_mean_ci([11.05, 12.05, 13.05]))
+    assert lo < 12.05 < hi

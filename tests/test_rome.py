@@ -183,3 +183,33 @@ def test_answer_logprobs_in_one_batch_equal_one_forward_per_pair(family):
     alone = [answer_logprob(lm, p, a) for p, a in pairs]
     assert len(set(alone)) == 4
     assert batched == pytest.approx(alone, rel=1e-10)
+
+
+@pytest.mark.parametrize("family", ["llama (3 layers)", "gemma2", "gpt2"])
+def test_edits_optimised_together_equal_each_edit_alone(family):
+    """`rome_edits` (every layer's rows in one forward, one Adam over the deltas) gives each
+    layer the edit `rome_edit` makes alone: the same key, value, update and final loss, in any
+    layer order; the essence KL and the clamp act per layer."""
+    from test_sites import build
+    from neuronloc.localization import rome_edits
+    from neuronloc.models import from_module
+
+    if family == "llama (3 layers)":
+        lm = tiny_llama(seed=1)
+        lm.model.double()
+    else:
+        lm = from_module(copy.deepcopy(build(family)).double(), CharTokenizer(64), name=family)
+    n_layers = lm.site("ffn.mid").n_layers
+    layers = list(range(n_layers))[::-1]
+    params = {**FAST, "steps": 6, "lr": 0.3, "clamp": 0.5, "weight_decay": 0.1}  # the clamp binds within 6 steps
+    together = rome_edits(lm, "Music by Toko", layers, subject="Toko", new="piano", **params)
+    assert [e.layer for e in together] == layers
+    for edit in together:
+        alone = rome_edit(lm, "Music by Toko", edit.layer, subject="Toko", new="piano", **params)
+        for name in ("u", "r", "key", "value"):
+            assert torch.allclose(getattr(edit, name), getattr(alone, name), rtol=1e-8, atol=1e-12), (family, edit.layer, name)
+        assert edit.params["final_loss"] == pytest.approx(alone.params["final_loss"], rel=1e-9)
+    from neuronloc.localization.rome import _keys, _variants
+    facts = _variants(lm, "Music by Toko", "Toko", "piano", ())
+    ratios = [float(e.r.norm()) / float(_keys(lm, facts, e.layer)[1].norm()) for e in together]
+    assert all(r <= 0.5 * (1 + 1e-9) for r in ratios) and any(r == pytest.approx(0.5, rel=1e-9) for r in ratios), ratios

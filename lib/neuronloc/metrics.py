@@ -199,6 +199,24 @@ def unit_mean_ci(values, units=None, **kw) -> tuple[float, float, float]:
     return bootstrap_ci(np.mean, values, units=units, **kw)
 
 
+def t_mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of `values` (one per independent unit, e.g. a timing per process) and its Student t
+    interval, mean +- t(level, n - 1) x SEM (scipy.stats.t): for a handful of units, where a
+    bootstrap's percentile interval is too narrow. (mean, nan, nan) with fewer than two values;
+    an interval of zero width when they are all equal."""
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float).ravel()
+    if len(x) < 2:
+        return (float(x.mean()) if len(x) else math.nan), math.nan, math.nan
+    mean, sem = float(x.mean()), float(stats.sem(x))
+    if sem == 0:
+        return mean, mean, mean
+    lo, hi = stats.t.interval(level, len(x) - 1, loc=mean, scale=sem)
+    return mean, float(lo), float(hi)
+
+
 def repeated_ratio(fn_a, fn_b, repetitions: int = 5, warmup: int = 1, seed: int = 0,
                    rounds: int = 1) -> tuple[float, float, float, list]:
     """Wall-time ratio time(fn_a) / time(fn_b) from `repetitions` interleaved runs (a, b, a, b,

@@ -289,18 +289,25 @@ def fact_edit_layers(grid: Sequence[int], traced: int, excluded: dict[int, str])
 def rome_sweep(lm: LM, store, prompt: str, subject: str, new: str, true: str, layers: Sequence[int],
                paraphrases: Sequence[str], covs: dict, cov_texts: int, **edit_params) -> list[dict]:
     """`localization.validation.layer_sweep` of one fact, each layer's rows cached on their own
-    in `store` (a run with other layers reuses them): the unedited rows (layer None) once,
+    in `store` (a run with other layers reuses them; the layers not cached are edited in one
+    `layer_sweep`, their edits optimised together): the unedited rows (layer None) once,
     then every layer's rows. covs: {layer: key second moment of `cov_texts` texts};
     edit_params go to `rome_edit` (default: ROME's)."""
     from ..localization.validation import layer_sweep
     from ..store import key
 
+    keys = {layer: key(model=lm, kind="rome_sweep_layer", prompt=prompt, subject=subject, new=new, true=true, layer=layer,
+                       paraphrases=list(paraphrases), cov_texts=cov_texts, **edit_params) for layer in layers}
+    parts = {layer: store.get(k) for layer, k in keys.items()}
+    missing = [layer for layer, part in parts.items() if part is None]
+    if missing:  # the missing layers' edits optimised together, stored one entry per layer as before
+        swept = layer_sweep(lm, prompt, subject, new, true, missing, paraphrases, covs=covs, **edit_params)
+        for layer in missing:
+            parts[layer] = [r for r in swept if r["layer"] is None or r["layer"] == layer]
+            store.put(keys[layer], parts[layer])
     rows = []
     for i, layer in enumerate(layers):
-        part = store.cached(key(model=lm, kind="rome_sweep_layer", prompt=prompt, subject=subject, new=new, true=true,
-                                layer=layer, paraphrases=list(paraphrases), cov_texts=cov_texts, **edit_params),
-                            lambda: layer_sweep(lm, prompt, subject, new, true, [layer], paraphrases, covs=covs, **edit_params))
-        rows += [r for r in part if r["layer"] is not None or i == 0]
+        rows += [r for r in parts[layer] if r["layer"] is not None or i == 0]
     return rows
 
 

@@ -17,9 +17,9 @@ from .commonality import (Agreement, answer_queries, chance_overlap, convergence
 from .circuits import Circuit, Node, Recall, circuit_recall, knowledge_circuit, node_parameters, node_scores, parameter_share
 from .facts import Fact, make_fact
 from .methods import METHODS, Located, Method, locate, question_scores
-from .rome import RomeEdit, applied, corpus_texts, key_moments, rome_edit
+from .rome import RomeEdit, applied, corpus_texts, key_moments, rome_edit, rome_edits
 
 __all__ = ["Agreement", "answer_queries", "chance_overlap", "convergence", "half_agreement", "select_cnl",
            "select_kn", "split_halves", "METHODS", "Circuit", "Fact", "Located", "Method", "Node", "Recall", "RomeEdit", "Trace", "applied",
            "causal_trace", "circuit_recall", "corpus_texts", "key_moments", "knowledge_circuit", "locate",
-           "make_fact", "node_parameters", "node_scores", "parameter_share", "question_scores", "rome_edit"]
+           "make_fact", "node_parameters", "node_scores", "parameter_share", "question_scores", "rome_edit", "rome_edits"]

@@ -219,19 +219,31 @@ def _value_loss(lm: LM, facts: list[Fact], essence, layer: int, delta: torch.Ten
     KL(before || after) of the essence prompt (`essence` = (ids, position, unedited
     log-probs), or None). All rows run in one forward (`padded_logprobs`), delta added at
     each row's own position."""
+    return _value_losses(lm, facts, essence, [layer], [delta], kl_weight)[0]
+
+
+def _value_losses(lm: LM, facts: list[Fact], essence, layers: Sequence[int], deltas: Sequence[torch.Tensor],
+                  kl_weight: float) -> torch.Tensor:
+    """`_value_loss` of each (layer, delta) pair `[len(layers)]`, all in one forward: the rows
+    of `_value_loss` once per pair, pair g's delta added to its own rows at its own layer (rows
+    are independent, so each loss and its gradient are those of the pair run alone)."""
     rows = [(torch.cat([f.prompt, f.answer[:-1]]), f.subject_last, len(f.prompt) - 1) for f in facts]
     if essence is not None:
         rows.append((essence[0], essence[1], len(essence[0]) - 1))
-    first = min(read for _, _, read in rows)
-    edits = [Edit(layer, None, "add", delta, rows=[i], positions=[at]) for i, (_, at, _) in enumerate(rows)]
+    first, n = min(read for _, _, read in rows), len(rows)
+    edits = [Edit(layer, None, "add", delta, rows=[g * n + i], positions=[at])
+             for g, (layer, delta) in enumerate(zip(layers, deltas)) for i, (_, at, _) in enumerate(rows)]
     with intervene(lm.model, value_site(lm), edits):
-        lp = padded_logprobs(lm, [ids for ids, _, _ in rows], first)
-    nll = torch.stack([-lp[i, torch.arange(len(f.answer)) + len(f.prompt) - 1 - first, f.answer.to(lp.device)].mean()
-                       for i, f in enumerate(facts)]).mean()
-    if essence is None:
-        return nll
-    before, after = essence[2], lp[len(facts), len(essence[0]) - 1 - first]
-    return nll + kl_weight * (before.exp() * (before - after)).sum()
+        lp = padded_logprobs(lm, [ids for ids, _, _ in rows] * len(layers), first)
+    losses = []
+    for g in range(len(layers)):
+        nll = torch.stack([-lp[g * n + i, torch.arange(len(f.answer)) + len(f.prompt) - 1 - first, f.answer.to(lp.device)].mean()
+                           for i, f in enumerate(facts)]).mean()
+        if essence is not None:
+            before, after = essence[2], lp[g * n + len(facts), len(essence[0]) - 1 - first]
+            nll = nll + kl_weight * (before.exp() * (before - after)).sum()
+        losses.append(nll)
+    return torch.stack(losses)
 
 
 def rome_edit(lm: LM, fact, layer: int, subject: str | range | None = None, new: str | None = None,
@@ -247,16 +259,28 @@ def rome_edit(lm: LM, fact, layer: int, subject: str | range | None = None, new:
     weight_decay, clamp, ridge); `overrides` replace its fields (`rome_edit(..., steps=50)`).
     Apply with `with applied(lm, edit): ...`.
     """
+    return rome_edits(lm, fact, [layer], subject, new, prefixes, corpus, n_texts, store,
+                      None if cov is None else {layer: cov}, params, **overrides)[0]
+
+
+def rome_edits(lm: LM, fact, layers: Sequence[int], subject: str | range | None = None, new: str | None = None,
+               prefixes: Sequence[str] = (), corpus: str | Sequence[str] = "counterfact", n_texts: int = 1000,
+               store: Store | None = None, covs: dict | None = None, params: RomeParams = RomeParams(),
+               **overrides) -> list[RomeEdit]:
+    """`rome_edit` of the same fact at each of `layers` (one edit per layer, each to be applied
+    alone), the value optimisations run together: each step is one forward and backward of
+    every layer's rows (`_value_losses`) and one Adam step over the layers' deltas (Adam is
+    per element, so each delta follows its own run up to rounding). A small model's rows are
+    bound by reading the weights, so 4 layers cost about what one did. covs: {layer: C}."""
     params = replace(params, **overrides) if overrides else params
     steps, lr, kl_weight, weight_decay, clamp, ridge = (params.steps, params.lr, params.kl_weight, params.weight_decay,
                                                          params.clamp, params.ridge)
+    layers = list(layers)
     facts = _variants(lm, fact, subject, new, prefixes)
-    weight, in_out = down_proj(lm, layer)
-    k, v0 = _keys(lm, facts, layer)
-    W = (weight.T if in_out else weight).detach().double().cpu()  # [out, in]
+    keys = [_keys(lm, facts, layer) for layer in layers]  # (k*, v0) per layer
     # value: delta on the MLP output at the subject's last token
-    delta = torch.zeros(v0.shape[0], dtype=lm.dtype, device=lm.device, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=lr)
+    deltas = [torch.zeros(v0.shape[0], dtype=lm.dtype, device=lm.device, requires_grad=True) for _, v0 in keys]
+    opt = torch.optim.Adam(deltas, lr=lr)
     essence = None
     text_subject = subject if isinstance(subject, str) else (
         (getattr(fact, "meta", None) or {}).get("subject") if not isinstance(fact, (str, Fact)) else None)
@@ -264,27 +288,33 @@ def rome_edit(lm: LM, fact, layer: int, subject: str | range | None = None, new:
         prompt = f"{text_subject} is a"
         ids = torch.tensor(lm.tokenizer(prompt, add_special_tokens=True)["input_ids"])
         position = subject_span(lm.tokenizer, prompt, text_subject)[-1]
-        with torch.no_grad():
-            essence = (ids, position, _essence_logprobs(lm, ids, position, layer, None))
-    norm0 = float(v0.norm())
+        with torch.no_grad():  # the unedited model: the same for every layer
+            essence = (ids, position, _essence_logprobs(lm, ids, position, layers[0], None))
+    norms = [float(v0.norm()) for _, v0 in keys]
     with torch.enable_grad():
         for _ in range(steps):
             opt.zero_grad()
-            loss = _value_loss(lm, facts, essence, layer, delta, kl_weight)
-            loss = loss + weight_decay * delta.double().pow(2).sum() / norm0 ** 2
-            loss.backward()
+            losses = _value_losses(lm, facts, essence, layers, deltas, kl_weight)
+            losses = losses + torch.stack([weight_decay * d.double().pow(2).sum() / n0 ** 2 for d, n0 in zip(deltas, norms)])
+            losses.sum().backward()
             opt.step()
             with torch.no_grad():
-                n = delta.norm()
-                if n > clamp * norm0:
-                    delta.mul_(clamp * norm0 / n)
-    # ROME Eq. 2: W_new = W + (v* - W k*) (C^-1 k*)^T / ((C^-1 k*)^T k*)
-    C = (cov if cov is not None else key_moments(lm, [layer], corpus, n_texts, store=store)[layer]).double().cpu()
-    C = C + ridge * C.diagonal().mean() * torch.eye(len(C), dtype=C.dtype)
-    c_inv_k = torch.linalg.solve(C, k)
-    u = c_inv_k / (c_inv_k @ k)
-    value = W @ k + delta.detach().double().cpu()
-    r = value - W @ k
-    record = dict(layer=layer, **asdict(params), corpus=corpus if isinstance(corpus, str) else "texts",
-                  n_texts=n_texts, prefixes=list(prefixes), final_loss=float(loss.detach()))
-    return RomeEdit(layer, u, r, k, value, record)  # float64: W_new k* = v* to the weight's precision
+                for d, n0 in zip(deltas, norms):
+                    n = d.norm()
+                    if n > clamp * n0:
+                        d.mul_(clamp * n0 / n)
+    edits = []
+    for layer, (k, _), delta, loss in zip(layers, keys, deltas, losses.detach()):
+        weight, in_out = down_proj(lm, layer)
+        W = (weight.T if in_out else weight).detach().double().cpu()  # [out, in]
+        # ROME Eq. 2: W_new = W + (v* - W k*) (C^-1 k*)^T / ((C^-1 k*)^T k*)
+        C = (covs[layer] if covs is not None else key_moments(lm, [layer], corpus, n_texts, store=store)[layer]).double().cpu()
+        C = C + ridge * C.diagonal().mean() * torch.eye(len(C), dtype=C.dtype)
+        c_inv_k = torch.linalg.solve(C, k)
+        u = c_inv_k / (c_inv_k @ k)
+        value = W @ k + delta.detach().double().cpu()
+        r = value - W @ k
+        record = dict(layer=layer, **asdict(params), corpus=corpus if isinstance(corpus, str) else "texts",
+                      n_texts=n_texts, prefixes=list(prefixes), final_loss=float(loss))
+        edits.append(RomeEdit(layer, u, r, k, value, record))  # float64: W_new k* = v* to the weight's precision
+    return edits

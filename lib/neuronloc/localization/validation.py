@@ -19,7 +19,7 @@ layer_sweep (ROME's validation, CNL §3.2 Fig. 2): the ROME edit of one fact at 
   forced) on the edited prompt and on paraphrases; efficacy = new beats true.
 
 Cost: kn_neurons = one IG (30 layers x `steps` rows at one position, fast path);
-answer_prob = one forward; layer_sweep = per layer one `rome_edit` + one forward per prompt
+answer_prob = one forward; layer_sweep = the layers' `rome_edits` (optimised together) + per layer one forward of the prompts
 and object.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from ..store import Store, key
 from .causal_tracing import Trace, causal_trace
 from .circuits import Circuit, knowledge_circuit
 from .facts import Fact, last_probs, make_fact, padded_logprobs
-from .rome import applied, rome_edit
+from .rome import applied, rome_edits
 
 
 class Localized(NamedTuple):
@@ -136,7 +136,8 @@ def layer_sweep(lm: LM, prompt: str, subject: str, new: str, true: str, layers: 
     """ROME-edit `prompt` (subject `subject`, answer `true`) to answer `new` at each of `layers`
     in turn; rows {layer (None = unedited), prompt ("edited" or "paraphrase k"), logp_new,
     logp_true, success (logp_new > logp_true)}. covs: {layer: key second moment} (else
-    `rome_edit` computes it from its corpus); edit_params go to `rome_edit`."""
+    `rome_edits` computes it from its corpus); edit_params go to `rome_edits`, which optimises
+    the layers' edits together."""
     prompts = [("edited", prompt)] + [(f"paraphrase {k}", p) for k, p in enumerate(paraphrases)]
     facts = [(name, make_fact(lm, p, subject, new), make_fact(lm, p, subject, true)) for name, p in prompts]
 
@@ -146,11 +147,10 @@ def layer_sweep(lm: LM, prompt: str, subject: str, new: str, true: str, layers: 
                 for (name, _, _), lp_new, lp_true in zip(facts, lps[0::2], lps[1::2])]
 
     rows = read(None)
-    for layer in tqdm(list(layers), desc="ROME layers", disable=not progress, leave=False):
-        edit = rome_edit(lm, prompt, layer, subject=subject, new=new,
-                         cov=None if covs is None else covs[layer], **edit_params)
+    edits = rome_edits(lm, prompt, list(layers), subject=subject, new=new, covs=covs, **edit_params) if layers else []
+    for edit in tqdm(edits, desc="ROME layers", disable=not progress, leave=False):
         with applied(lm, edit):
-            rows += read(layer)
+            rows += read(edit.layer)
     return rows
 
 
