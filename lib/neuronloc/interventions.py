@@ -19,7 +19,7 @@ A neuron set is {layer: [index]}, a bool mask `[layer, neuron]`, or flat ids
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, NamedTuple, Sequence
 
@@ -620,10 +620,53 @@ def _trainable(model: nn.Module, site: Site, neurons: dict[int, list[int]], with
     return out
 
 
+@contextmanager
+def slice_deltas(model: nn.Module, site: Site, neurons: dict[int, list[int]]):
+    """Yields trainable deltas `[param's slice shape]` on the neurons' slices of their FFN
+    weights (`neuron_parameters`), added by forward hooks: a weight slice's delta D adds
+    x @ D^T to the neurons' outputs (rows of an output projection, a bias) or x[..., neurons]
+    @ D^T to the module's output (columns of the down projection; GPT-2's Conv1D in its
+    [in, out] layout). Autograd then computes the gradient of the small deltas only, not of
+    the whole matrices. On exit each delta is added into its slice (W + D: the model trained
+    in place) and the hooks are removed."""
+    owner = {id(p): (m, name) for m in model.modules() for name, p in m.named_parameters(recurse=False)}
+    specs: dict[nn.Module, list] = {}
+    deltas = []
+    for layer, idx in neurons.items():
+        for p, dim, offset in neuron_parameters(model, site, layer):
+            index = torch.as_tensor(idx, dtype=torch.long, device=p.device) + offset
+            delta = torch.zeros_like(p.index_select(dim, index)).requires_grad_(True)
+            module, name = owner[id(p)]
+            specs.setdefault(module, []).append((p, name, dim, index, delta))
+            deltas.append(delta)
+
+    def hook(module, args, y):
+        x, linear = args[0], isinstance(module, nn.Linear)  # Linear: W [out, in]; Conv1D: W [in, out]
+        for _, name, dim, index, delta in specs[module]:
+            if name == "bias":
+                y = y.index_add(-1, index, delta.to(y.dtype).expand(*y.shape[:-1], -1))
+            elif dim == (0 if linear else 1):  # the slice's units are outputs of this module
+                y = y.index_add(-1, index, x @ (delta.T if linear else delta))
+            else:  # inputs: the units feed this module
+                y = y + x.index_select(-1, index) @ (delta.T if linear else delta)
+        return y
+
+    handles = [m.register_forward_hook(hook) for m in specs]
+    try:
+        yield deltas
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for entries in specs.values():
+                for p, _, dim, index, delta in entries:
+                    p.index_add_(dim, index, delta.detach().to(p.dtype))
+
+
 def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 1e-5, epochs: int = 1,
                         mode: str = "located", seed: int = 0, progress: bool = True,
                         after_epoch: Callable[[int], None] | None = None,
-                        after_step: Callable[[float], None] | None = None) -> list[float]:
+                        after_step: Callable[[float], None] | None = None, sparse: bool = True) -> list[float]:
     """Fine-tune only the FFN weights of chosen neurons (CNL §5.4 'Enhance'), in place.
 
     neurons: the located set (dict / bool mask / flat ids). mode:
@@ -634,8 +677,11 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
                  comparison is FFN neurons vs FFN neurons).
     batches: re-iterable of (input_ids, attention_mask, labels) `[batch, seq]`, labels
       -100 on prompt and pad tokens (see `answer_batches`).
-    Gradients are masked to the trainable slices and Adam has no weight decay, so every
-    other weight stays bitwise unchanged. The model stays in eval mode (no dropout).
+    Adam has no weight decay and only the trainable slices move, so every other weight stays
+    bitwise unchanged. sparse ("located", "random"): Adam trains deltas of the slices alone
+    (`slice_deltas`: the gradient of the small deltas only, added into the weights at the
+    end); else, and always for "without", the whole FFN matrices have gradients, masked to
+    the trainable slices (the same steps up to rounding). The model stays in eval mode.
     after_epoch(e): called after epoch e (1-based), e.g. to evaluate the model at epochs 1, 5
     and 10 of one run (CNL Tab. 2) without restarting Adam; after_step(loss): after each step.
     The loss is `answer_loss` (the head runs on the answer positions only).
@@ -650,15 +696,18 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
     batches = list(batches) if iter(batches) is batches else batches  # a generator would be spent after epoch 1
     if not located:
         raise ValueError("restricted_finetune got an empty neuron set: nothing to locate the training on")
-    trainable = _trainable(model, site, located, without=mode == "without")
-    if any(p.dtype in (torch.bfloat16, torch.float16) for p, _ in trainable):
+    if lm.dtype in (torch.bfloat16, torch.float16):
         log.warning("fine-tuning %s weights: Adam steps of lr=%g may round to zero; load the model in float32", lm.dtype, lr)
+    sparse = sparse and mode != "without"
+    trainable = [] if sparse else _trainable(model, site, located, without=mode == "without")
     handles = []
-    try:
+    with ExitStack() as stack:  # on exit (also on an exception from a callback) the deltas are folded into the weights
+        params = stack.enter_context(slice_deltas(model, site, located)) if sparse else [p for p, _ in trainable]
+        stack.callback(_release, model, trainable, handles)
         for p, frozen in trainable:
             p.requires_grad_(True)
             handles.append(p.register_hook(lambda g, frozen=frozen: g.masked_fill(frozen, 0.0)))
-        opt = torch.optim.Adam([p for p, _ in trainable], lr=lr, weight_decay=0.0)
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=0.0)
         losses = []
         with tqdm(total=epochs * len(batches), desc=f"finetune ({mode})", disable=not progress) as bar:
             for _ in range(epochs):
@@ -678,12 +727,15 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
                 if after_epoch is not None:
                     after_epoch(len(losses))
         return losses
-    finally:
-        for h in handles:
-            h.remove()
-        for p, _ in trainable:
-            p.grad = None
-        model.requires_grad_(False)
+
+
+def _release(model: nn.Module, trainable: list, handles: list) -> None:
+    """Undo `restricted_finetune`'s gradient set-up: hooks removed, gradients dropped, frozen."""
+    for h in handles:
+        h.remove()
+    for p, _ in trainable:
+        p.grad = None
+    model.requires_grad_(False)
 
 
 def answer_loss(lm: LM, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -203,7 +203,7 @@ DEFAULT = Scale(
     NeuronLLM(n_eval=280, ig_steps=8, z=5000 / PAPER_NEURONS, k=100, n_pool=320, n_position=10,
               side_ratios=(0.0, 0.5, 1.0), n_budget=60),
     # CNL Eq. 7 costs ~2 s per answer token on 2 cores (m = 20, all layers); notebook 03's localization 4 min,
-    # 02 ~5 min (reduced for time; the notebooks say where). 01 at this scale: 28 min from an empty cache (20 facts: KN m = 20, ROME-style tracing with
+    # 02 ~5 min (reduced for time; the notebooks say where). 01 at this scale: 16.9 min from an empty cache (20 facts: KN m = 20, ROME-style tracing with
     # 10 noise draws and a 10-layer window, ROME edits at 3 grid layers + each fact's traced layer)
     CNL(n_localize=(("gsm8k", 12), ("emotion", 12), ("code", 8), ("metamath", 8), ("imdb", 8)),
         data_sizes=(4, 8, 12), max_answer_tokens=3, max_chars=350,
