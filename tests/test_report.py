@@ -101,6 +101,14 @@ def test_repeated_runs_are_compared_and_flagged(run_dir):
     assert "| NG-03 | contradicted: 0.31 [0.28, 0.34] share | replicated: 0.62 [0.55, 0.7] share |" in text
     rows = _rows(text.split("## NeuronLLM")[1])
     assert "run-dependent" in rows["NG-03"][7] and "run-dependent" not in rows["NG-04"][7]
+    # a run whose row carries another rule (the estimate defined otherwise then) is listed, not flagged
+    import json
+    rows_json = json.loads(other.read_text())
+    next(r for r in rows_json if r["id"] == "NG-03")["rule"]["estimate"] = "defined otherwise in an older registry"
+    other.write_text(json.dumps(rows_json))
+    text = report.render(run_dir)
+    assert "| NG-03 | contradicted: 0.31 [0.28, 0.34] share | replicated: 0.62 [0.55, 0.7] share (under another rule: not compared) |" in text
+    assert "run-dependent" not in _rows(text.split("## NeuronLLM")[1])["NG-03"][7]
     import shutil
     shutil.rmtree(run_dir / "reruns")
     assert "## Repeated runs" not in report.render(run_dir) and "run-dependent" not in _rows(report.render(run_dir))["NG-03"][7]

@@ -201,7 +201,7 @@ def test_edits_optimised_together_equal_each_edit_alone(family):
         lm = from_module(copy.deepcopy(build(family)).double(), CharTokenizer(64), name=family)
     n_layers = lm.site("ffn.mid").n_layers
     layers = list(range(n_layers))[::-1]
-    params = {**FAST, "steps": 6, "lr": 0.3, "clamp": 0.5, "weight_decay": 0.1}  # the clamp binds within 6 steps
+    params = {**FAST, "steps": 6, "lr": 0.3, "clamp": 0.2, "weight_decay": 0.1}  # the clamp binds within 6 steps
     together = rome_edits(lm, "Music by Toko", layers, subject="Toko", new="piano", **params)
     assert [e.layer for e in together] == layers
     for edit in together:
@@ -212,4 +212,4 @@ def test_edits_optimised_together_equal_each_edit_alone(family):
     from neuronloc.localization.rome import _keys, _variants
     facts = _variants(lm, "Music by Toko", "Toko", "piano", ())
     ratios = [float(e.r.norm()) / float(_keys(lm, facts, e.layer)[1].norm()) for e in together]
-    assert all(r <= 0.5 * (1 + 1e-9) for r in ratios) and any(r == pytest.approx(0.5, rel=1e-9) for r in ratios), ratios
+    assert all(r <= 0.2 * (1 + 1e-9) for r in ratios) and any(r == pytest.approx(0.2, rel=1e-9) for r in ratios), ratios

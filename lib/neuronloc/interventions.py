@@ -622,13 +622,15 @@ def _trainable(model: nn.Module, site: Site, neurons: dict[int, list[int]], with
 
 @contextmanager
 def slice_deltas(model: nn.Module, site: Site, neurons: dict[int, list[int]]):
-    """Yields trainable deltas `[param's slice shape]` on the neurons' slices of their FFN
-    weights (`neuron_parameters`), added by forward hooks: a weight slice's delta D adds
-    x @ D^T to the neurons' outputs (rows of an output projection, a bias) or x[..., neurons]
-    @ D^T to the module's output (columns of the down projection; GPT-2's Conv1D in its
-    [in, out] layout). Autograd then computes the gradient of the small deltas only, not of
-    the whole matrices. On exit each delta is added into its slice (W + D: the model trained
-    in place) and the hooks are removed."""
+    """Yields (deltas, fold): trainable deltas `[param's slice shape]` on the neurons' slices
+    of their FFN weights (`neuron_parameters`), added by forward hooks, and fold() that adds
+    each delta into its slice and zeroes it. A weight slice's delta D adds x @ D^T to the
+    neurons' outputs (rows of an output projection, a bias) or x[..., neurons] @ D^T to the
+    module's output (columns of the down projection; GPT-2's Conv1D in its [in, out] layout).
+    Autograd then computes the gradient of the small deltas only, not of the whole matrices;
+    with fold() after each optimiser step the deltas are 0 at every forward (the gradient in
+    D at 0 is the gradient in the slice) and the weights always hold the trained model.
+    On exit: fold(), and the hooks are removed."""
     owner = {id(p): (m, name) for m in model.modules() for name, p in m.named_parameters(recurse=False)}
     specs: dict[nn.Module, list] = {}
     deltas = []
@@ -651,16 +653,20 @@ def slice_deltas(model: nn.Module, site: Site, neurons: dict[int, list[int]]):
                 y = y + x.index_select(-1, index) @ (delta.T if linear else delta)
         return y
 
+    @torch.no_grad()
+    def fold() -> None:
+        for entries in specs.values():
+            for p, _, dim, index, delta in entries:
+                p.index_add_(dim, index, delta.to(p.dtype))
+                delta.zero_()
+
     handles = [m.register_forward_hook(hook) for m in specs]
     try:
-        yield deltas
+        yield deltas, fold
     finally:
         for h in handles:
             h.remove()
-        with torch.no_grad():
-            for entries in specs.values():
-                for p, _, dim, index, delta in entries:
-                    p.index_add_(dim, index, delta.detach().to(p.dtype))
+        fold()
 
 
 def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 1e-5, epochs: int = 1,
@@ -679,8 +685,8 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
       -100 on prompt and pad tokens (see `answer_batches`).
     Adam has no weight decay and only the trainable slices move, so every other weight stays
     bitwise unchanged. sparse ("located", "random"): Adam trains deltas of the slices alone
-    (`slice_deltas`: the gradient of the small deltas only, added into the weights at the
-    end); else, and always for "without", the whole FFN matrices have gradients, masked to
+    (`slice_deltas`: the gradient of the small deltas only, added into the weights after each
+    step); else, and always for "without", the whole FFN matrices have gradients, masked to
     the trainable slices (the same steps up to rounding). The model stays in eval mode.
     after_epoch(e): called after epoch e (1-based), e.g. to evaluate the model at epochs 1, 5
     and 10 of one run (CNL Tab. 2) without restarting Adam; after_step(loss): after each step.
@@ -702,7 +708,8 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
     trainable = [] if sparse else _trainable(model, site, located, without=mode == "without")
     handles = []
     with ExitStack() as stack:  # on exit (also on an exception from a callback) the deltas are folded into the weights
-        params = stack.enter_context(slice_deltas(model, site, located)) if sparse else [p for p, _ in trainable]
+        params, fold = stack.enter_context(slice_deltas(model, site, located)) if sparse else \
+            ([p for p, _ in trainable], lambda: None)
         stack.callback(_release, model, trainable, handles)
         for p, frozen in trainable:
             p.requires_grad_(True)
@@ -716,6 +723,7 @@ def restricted_finetune(lm: LM, site: Site | str, neurons, batches, lr: float = 
                     loss = answer_loss(lm, input_ids, attention_mask, labels)
                     loss.backward()
                     opt.step()
+                    fold()  # the weights hold every step taken (a no-op without slice deltas)
                     opt.zero_grad(set_to_none=True)
                     value = loss.item()
                     total += value

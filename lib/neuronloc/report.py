@@ -83,7 +83,9 @@ def repeated(run_dir: Path, found: dict[str, tuple[str, Claim]]) -> tuple[list[s
     Each run_dir/reruns/<label>/ holds the claims.json of another run of the notebooks
     (<label>/<notebook>/claims.json, e.g. a second `make reproduce` from an empty cache) and a
     note.md saying when, from which commit and under what load it ran. Every claim of those
-    notebooks is compared with this run's: same verdict or not, with both estimates."""
+    notebooks is compared with this run's: same verdict or not, with both estimates. A claim
+    whose other run carries another rule (its estimate or interval defined otherwise, as the
+    registry said then) is listed but not flagged: that run measured something else."""
     lines, unstable = [], set()
     for folder in sorted(p for p in (Path(run_dir) / "reruns").glob("*") if p.is_dir()):
         other = collect(folder)
@@ -93,13 +95,15 @@ def repeated(run_dir: Path, found: dict[str, tuple[str, Claim]]) -> tuple[list[s
         notebooks = sorted({nb for nb, _ in other.values()})
         same = [i for i, (_, c) in other.items() if i in found and found[i][1].verdict == c.verdict]
         differ = sorted(i for i in other if i in found and i not in same)
-        unstable |= set(differ)
+        redefined = {i for i in differ if other[i][1].rule != found[i][1].rule}
+        unstable |= set(differ) - redefined
         lines += [f"**{folder.name}** ({', '.join(notebooks)}): {len(same)} of {len(same) + len(differ)} verdicts "
                   f"the same as in this run." + (f" {' '.join(note.read_text(encoding='utf-8').split())}" if note.exists() else ""), ""]
         if differ:
             lines += ["| id | this run | the other run |", "| --- | --- | --- |"]
             lines += [f"| {i} | {found[i][1].verdict}: {_estimate(found[i][1])} | {other[i][1].verdict}: "
-                      f"{_estimate(other[i][1])} |" for i in differ]
+                      f"{_estimate(other[i][1])}{' (under another rule: not compared)' if i in redefined else ''} |"
+                      for i in differ]
             lines.append("")
     return (["## Repeated runs", ""] + lines if lines else []), unstable
 
