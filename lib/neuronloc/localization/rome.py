@@ -192,18 +192,20 @@ def _variants(lm: LM, fact, subject, new: str | None, prefixes: Sequence[str]) -
     return [make_fact(lm, p + prompt, subject, new) for p in ("", *prefixes)]
 
 
-def _keys(lm: LM, facts: list[Fact], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean down-projection input k* `[n_inner]` and the edited prompt's MLP output v0 `[d_model]`
-    at the subject's last token."""
-    ks = []
+def _keys(lm: LM, facts: list[Fact], layers: Sequence[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """{layer: (mean down-projection input k* `[n_inner]`, the edited prompt's MLP output v0
+    `[d_model]`)} at the subject's last token, every layer read from one forward per prompt."""
+    layers = list(layers)
+    ks = {l: [] for l in layers}
     for i, f in enumerate(facts):
-        with torch.no_grad(), capture(lm.model, lm.site("ffn.mid"), [layer], positions=[f.subject_last]) as k, \
-                capture(lm.model, value_site(lm), [layer], positions=[f.subject_last]) as v:
+        with torch.no_grad(), capture(lm.model, lm.site("ffn.mid"), layers, positions=[f.subject_last]) as k, \
+                capture(lm.model, value_site(lm), layers, positions=[f.subject_last]) as v:
             lm.model(input_ids=f.prompt[None].to(lm.device), **logits_from(lm.model, 1))
-        ks.append(k.acts[layer][0, 0].double())
+        for l in layers:
+            ks[l].append(k.acts[l][0, 0].double())
         if i == 0:
-            v0 = v.acts[layer][0, 0].double()
-    return torch.stack(ks).mean(0).cpu(), v0.cpu()
+            v0 = {l: v.acts[l][0, 0].double() for l in layers}
+    return {l: (torch.stack(ks[l]).mean(0).cpu(), v0[l].cpu()) for l in layers}
 
 
 def _essence_logprobs(lm: LM, ids: torch.Tensor, position: int, layer: int, delta) -> torch.Tensor:
@@ -277,7 +279,7 @@ def rome_edits(lm: LM, fact, layers: Sequence[int], subject: str | range | None 
                                                          params.clamp, params.ridge)
     layers = list(layers)
     facts = _variants(lm, fact, subject, new, prefixes)
-    keys = [_keys(lm, facts, layer) for layer in layers]  # (k*, v0) per layer
+    keys = list(_keys(lm, facts, layers).values())  # (k*, v0) per layer
     # value: delta on the MLP output at the subject's last token
     deltas = [torch.zeros(v0.shape[0], dtype=lm.dtype, device=lm.device, requires_grad=True) for _, v0 in keys]
     opt = torch.optim.Adam(deltas, lr=lr)
@@ -303,12 +305,14 @@ def rome_edits(lm: LM, fact, layers: Sequence[int], subject: str | range | None 
                     n = d.norm()
                     if n > clamp * n0:
                         d.mul_(clamp * n0 / n)
+    if covs is None:  # every layer's key second moment from one pass over the corpus (cached per layer)
+        covs = key_moments(lm, layers, corpus, n_texts, store=store)
     edits = []
     for layer, (k, _), delta, loss in zip(layers, keys, deltas, losses.detach()):
         weight, in_out = down_proj(lm, layer)
         W = (weight.T if in_out else weight).detach().double().cpu()  # [out, in]
         # ROME Eq. 2: W_new = W + (v* - W k*) (C^-1 k*)^T / ((C^-1 k*)^T k*)
-        C = (covs[layer] if covs is not None else key_moments(lm, [layer], corpus, n_texts, store=store)[layer]).double().cpu()
+        C = covs[layer].double().cpu()
         C = C + ridge * C.diagonal().mean() * torch.eye(len(C), dtype=C.dtype)
         c_inv_k = torch.linalg.solve(C, k)
         u = c_inv_k / (c_inv_k @ k)
