@@ -4,11 +4,11 @@ the same prompt (embedded model, CPU), interleaved in one process, at 1 and 2 th
 Writes bench/results/neurgrad.json: per thread count, ratio_to_forward = median over the 7 interleaved
 repetitions of neurgrad seconds / forward seconds (ratio_range: their smallest and largest), and NeurGrad's two parts: the prefix
 forward into the KV cache (no LM head; compute-bound, about one forward) and the answer
-position's forward (one row) with one batched backward, a cotangent per option (memory-bound:
-every weight and the vocabulary head read about twice, in one-row products that MKL runs on
-one core, so it gains nothing from more threads). The ratio is therefore about
+position's rows, one copy per option, forward and one backward (memory-bound: every weight and
+the vocabulary head read twice, in products of 4 rows that `models.split_rows` splits over the
+threads; at 1 thread MKL's own product runs). The ratio is therefore about
 prefix / forward + rows / forward, not 1: it grows with the thread count, where the
-forward speeds up more than the rows.
+compute-bound forward speeds up more than the rows' small operations.
 """
 from __future__ import annotations
 

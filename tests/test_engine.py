@@ -4,6 +4,7 @@ finite differences and NeurGrad by a measured Δ sweep under a multi-token read-
 the intervention read-out under edits."""
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pytest
@@ -15,7 +16,7 @@ from neuronloc.engine import PRIOR_PROMPT, Layout, Query, forward_rows, make_que
 from neuronloc.hooks import Edit
 from neuronloc.interventions import evaluate_conditions, evaluate_options
 from neuronloc.metrics import neg_slope
-from neuronloc.models import contiguous_input
+from neuronloc.models import SPLIT_ROWS, contiguous_input
 from neuronloc.tasks import READOUTS, TaskError
 
 from conftest import IG_TOLERANCE, float64_twin, rel_err, tiny_llama
@@ -238,9 +239,9 @@ def test_the_head_reads_a_sliced_batch_as_one_matrix_product():
     from conftest import tiny_llama
 
     lm = tiny_llama(seed=3)
-    ids = torch.randint(2, 100, (6, 5), generator=torch.Generator().manual_seed(0))
-    head = lm.model.get_output_embeddings()
-    assert head._neuronloc_contiguous
+    ids = torch.randint(2, 100, (20, 5), generator=torch.Generator().manual_seed(0))  # 40 rows kept: more than
+    head = lm.model.get_output_embeddings()  # `models.split_rows` splits, so the head's own product runs
+    assert head._neuronloc_contiguous and 20 * 2 > SPLIT_ROWS
     with torch.no_grad():
         full = lm.model(input_ids=ids).logits[:, -2:]
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -263,3 +264,62 @@ def test_the_head_reads_a_sliced_batch_as_one_matrix_product():
         head._forward_pre_hooks[handle] = hook
     assert lm.model.get_output_embeddings() is contiguous_input(head)  # registered once
     assert len(head._forward_pre_hooks) == 1
+
+
+@pytest.mark.parametrize("n_out", [8, 12, 6])
+@pytest.mark.parametrize("rows", [1, 4, SPLIT_ROWS, SPLIT_ROWS + 1])
+def test_a_linear_of_few_rows_split_in_blocks_equals_the_plain_product(n_out, rows):
+    """`models.split_rows`: a product of at most SPLIT_ROWS rows runs as a `bmm` over SPLIT_BLOCKS
+    blocks of the weight's rows (none where the blocks do not divide the outputs), with the
+    plain linear's output and input gradient (float64), the same numbers at 1 and 2 threads;
+    more rows run the plain product."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from neuronloc.models import SPLIT_BLOCKS, split_rows
+
+    g = torch.Generator().manual_seed(rows)
+    plain = torch.nn.Linear(5, n_out, dtype=torch.float64)
+    split = split_rows(torch.nn.Sequential(copy.deepcopy(plain)))[0]
+    x = torch.randn(rows, 1, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    cotangent = torch.randn(rows, 1, n_out, dtype=torch.float64, generator=g)
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                y = split(x)
+            runs.append((y, *torch.autograd.grad(y, x, cotangent)))
+    finally:
+        torch.set_num_threads(before)
+    expected = plain(x)
+    (ex,) = torch.autograd.grad(expected, x, cotangent)
+    for y, gx in runs:
+        torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(gx, ex, rtol=1e-12, atol=1e-14)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    splits = n_out % SPLIT_BLOCKS == 0 and rows <= SPLIT_ROWS
+    assert any(e.key == "aten::bmm" for e in prof.key_averages()) == splits
+
+
+def test_split_rows_leaves_subclasses_and_wrapped_forwards_alone():
+    """Only plain nn.Linear modules get the split forward: a subclass (a quantised layer) and a
+    module whose forward is already an instance attribute (accelerate's device hooks) keep theirs;
+    `from_module` installs it on every plain linear, the head included."""
+    from conftest import tiny_llama
+
+    from neuronloc.models import split_rows
+
+    class Sub(torch.nn.Linear):
+        pass
+
+    wrapped = torch.nn.Linear(3, 4)
+    own = wrapped.forward
+    wrapped.forward = own
+    sub, plain = Sub(3, 4), torch.nn.Linear(3, 4)
+    split_rows(torch.nn.ModuleList([sub, wrapped, plain]))
+    assert "forward" not in vars(sub) and wrapped.forward is own and "forward" in vars(plain)
+    lm = tiny_llama(seed=3)
+    linears = [m for m in lm.model.modules() if type(m) is torch.nn.Linear]
+    assert linears and all("forward" in vars(m) for m in linears)
+    assert lm.model.get_output_embeddings() in linears

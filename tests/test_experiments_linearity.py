@@ -79,7 +79,7 @@ def _res(n_prompts=6, m=4, seed=0):
     rng = np.random.default_rng(seed)
     prompt = np.repeat(np.arange(n_prompts), m)
     truth = rng.normal(size=n_prompts * m) * 1e-3
-    cfg = type("Cfg", (), {"ig_steps": 20, "window": 64, "timing_rounds": 3})()
+    cfg = type("Cfg", (), {"ig_steps": 20, "window": 64, "timing_rounds": 3, "timing_ig_rounds": 1, "timing_ig_path": "reference"})()
     res = {
         "prompt": prompt, "truth": truth, "linear": (prompt % 2 == 0),
         "est": {"NeurGrad": truth.copy(), "CG": truth * rng.choice([-1, 1], size=truth.size),
@@ -107,7 +107,8 @@ def test_claims_rows_intervals_over_prompts_and_verdicts():
 
     res, cfg = _res()
     rows = {c.id: c for c in linearity.claims(res, cfg, timing={"ig_neurgrad": (30.0, 25.0, 35.0, [[30.0] * 4] * 5),
-                                                                  "neurgrad_cg": (1.0, 0.9, 1.1, [1.0] * 5)},
+                                                                  "neurgrad_cg": (1.0, 0.9, 1.1, [1.0] * 5),
+                                                                  "fast_ig_neurgrad": (9.0, 8.5, 9.5, [9.0] * 4)},
                                               n_resamples=500, seed=1)}
     assert sorted(rows) == sorted({f"NG-{i:02d}" for i in (*range(1, 15), 30, 31, 32, 33)})
     for c in rows.values():
@@ -127,7 +128,8 @@ def test_claims_rows_intervals_over_prompts_and_verdicts():
     assert rows["NG-07"].estimate == pytest.approx(1 - best)
     # NG-09: from the interleaved repetitions, not the prompts
     assert (rows["NG-09"].estimate, rows["NG-09"].ci, rows["NG-09"].n, rows["NG-09"].n_of) == (30.0, [25.0, 35.0], 5, "processes")
-    assert rows["NG-09"].verdict == "replicated"
+    assert rows["NG-09"].verdict == "replicated"  # the fast IG's 9.0 is a sensitivity row: it decides nothing
+    assert "one layer at a time" in rows["NG-09"].note and "fast IG the ratio is 9.0 [8.5, 9.5] (4 repetitions" in rows["NG-09"].note
     # NG-10: NeurGrad 0.2 against CG 0.1 and IG 0.15 in every cell -> 0.05, zero width
     assert rows["NG-10"].estimate == pytest.approx(0.05) and rows["NG-10"].verdict == "replicated"
     # NG-13: r at N = 16 on [0, 0.5] is 0.8 for every prompt -> above 0.7; NG-14: 0.3 on [0, 2] -> contradicted (< 0.5)
@@ -173,6 +175,11 @@ def test_timing_ratio_pairs_each_repetition_on_the_next_prompt(monkeypatch):
     linearity.timing_ratio(None, ["p0", "p1", "p2"], "ig", "neurgrad", repetitions=3, rounds=2)
     assert [c[1] for c in calls[::2]] == ["p0", "p1", "p1", "p2", "p2", "p0", "p0"]
     assert [c[0] for c in calls] == ["ig", "neurgrad"] * 7
+    calls.clear()  # a cheaper warm-up call of a: its kwargs replaced there only
+    linearity.timing_ratio(None, ["p0", "p1"], "ig", "neurgrad", repetitions=2, a_kwargs={"steps": 20, "path": "reference"},
+                           a_warmup={"steps": 2, "layers": [0]})
+    assert [kw for m, _, kw in calls if m == "ig"] == [{"steps": 2, "path": "reference", "layers": [0]},
+                                                       {"steps": 20, "path": "reference"}, {"steps": 20, "path": "reference"}]
 
 
 def test_t_mean_ci_is_students_interval_by_hand():

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from .hooks import neuron_hooks
-from .models import LM, contiguous_input
+from .models import LM, contiguous_input, split_rows
 from .sites import resolve_site, text_config
 from .targets import SHIFT_INVARIANT
 from .tasks.core import READOUTS, MCQuestion, TaskError, continuation_ids, label_token_ids, render
@@ -529,7 +529,7 @@ def head_rows(lm: LM, tokens: torch.Tensor | None):
     sub.weight = torch.nn.Parameter(head.weight[rows], requires_grad=False)
     if head.bias is not None:
         sub.bias = torch.nn.Parameter(head.bias[rows], requires_grad=False)
-    setattr(lm.model, name, contiguous_input(sub))
+    setattr(lm.model, name, split_rows(contiguous_input(sub)))
     try:
         yield True
     finally:

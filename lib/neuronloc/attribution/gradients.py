@@ -35,31 +35,28 @@ def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="a
     of the same forward.
 
     answers `[conditions]`: the option each condition scores (e.g. every option, for
-    NEG probes). The conditions differ only in what they score, so one condition's rows
-    run forward once and one batched backward (`is_grads_batched`: a cotangent per
-    condition) gives each its own gradient: the answer position's forward is not
-    repeated per condition (on CPU it reads every weight, the vocabulary head included,
-    whatever the batch). Layers not asked for hold NaN.
+    NEG probes). The conditions differ only in what they score: each gets its own copy
+    of the answer position's rows in one batch, one forward and one backward (the sum of
+    the conditions' targets; rows do not interact) give each its own gradient. The rows'
+    products read every weight once for all conditions, split over the threads
+    (`models.split_rows`); a batched backward over one copy (`is_grads_batched`) reads
+    them as often but in products of one row per condition that MKL runs on one core,
+    and vmap copies the split weights. Layers not asked for hold NaN.
     """
     site_ = lm.site(site)
     target_fn = get_target(target)
     layers = resolve_layers(site_.n_layers, layers)
     answers = torch.as_tensor(answers).reshape(-1)
+    n = len(answers) if grad else 1
     cache = prefix_cache(lm, query.prefix)
-    layout = rows_layout(lm, query, 1, cache)
+    layout = rows_layout(lm, query, n, cache)
     option_logits = option_logits_suffice(query, target_fn)
     with capture(lm.model, site_, layers, positions=[layout.at], grad=grad) as cap:
         with torch.set_grad_enabled(grad):
             scores = forward_rows(lm, layout, cache, option_logits)
         if grad:
-            values = target_fn(scores.expand(len(answers), -1), answers)  # [conditions]
-            probes = [cap.probes[l] for l in layers]
-            if len(answers) == 1:
-                grads_l = [g[None] for g in torch.autograd.grad(values.sum(), probes)]
-            else:
-                grads_l = torch.autograd.grad(values, probes, grad_outputs=torch.eye(len(answers), dtype=values.dtype,
-                                                                                    device=values.device),
-                                              is_grads_batched=True)
+            values = target_fn(scores, answers)  # [conditions]
+            grads_l = torch.autograd.grad(values.sum(), [cap.probes[l] for l in layers])
     acts = torch.full((site_.n_layers, site_.n_inner), float("nan"))
     for l in layers:
         acts[l] = cap.acts[l][0, 0].float().cpu()
@@ -67,8 +64,8 @@ def answer_position_grads(lm: LM, query: Query, answers: torch.Tensor, target="a
     if not grad:
         return AnswerGrads(acts, None, probs)
     grads = torch.full((len(answers), site_.n_layers, site_.n_inner), float("nan"))
-    for l, g in zip(layers, grads_l):  # g `[conditions, rows, 1, n_inner]`: a condition's gradient, the sum over its rows
-        grads[:, l] = g[:, :, 0].float().cpu().sum(1)
+    for l, g in zip(layers, grads_l):  # g `[conditions * rows, 1, n_inner]`, condition-major: sum a condition's rows
+        grads[:, l] = g.reshape(n, layout.per_condition, -1).float().cpu().sum(1)
     return AnswerGrads(acts, grads, probs)
 
 
