@@ -208,7 +208,8 @@ def claims(res: dict, cfg, timing: dict | None = None, n_resamples: int = 1000, 
                                  f"{cfg.timing_ig_rounds} pair(s) (smallest time of each); process means {spread}, t interval over processes; "
                                  f"NeurGrad / CG {number(cg[0]) if cg else 'not timed'}. Sensitivity, decides nothing: against our "
                                  + (f"prefix-cached fast IG the ratio is {_fmt(fast[:3])} ({len(fast[3])} repetitions in one process; "
-                                    "it sat at the cut of 10 and moved across it between runs)" if fast else "fast IG: not timed")
+                                    "before models.split_rows made NeurGrad faster, it sat at the cut of 10 and moved across it "
+                                    "between runs)" if fast else "fast IG: not timed")
                                  + ". The paper's 120× is Llama2-7B on an A6000; ratios, not seconds, are the result"))
     else:
         out.append(na("NG-09", "not timed in this run"))
