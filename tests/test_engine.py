@@ -323,3 +323,20 @@ def test_split_rows_leaves_subclasses_and_wrapped_forwards_alone():
     linears = [m for m in lm.model.modules() if type(m) is torch.nn.Linear]
     assert linears and all("forward" in vars(m) for m in linears)
     assert lm.model.get_output_embeddings() in linears
+
+
+def test_a_model_with_split_rows_pickles_and_copies():
+    """torch.save / torch.load of the whole model and copy.deepcopy keep the split forward, bound
+    to the new module (a bound method would not unpickle)."""
+    import io
+
+    from neuronloc.models import split_rows
+
+    model = split_rows(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 4)))
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    for other in (torch.load(buffer, weights_only=False), copy.deepcopy(model)):
+        assert all(m.forward.args[0] is m for m in other)
+        assert torch.equal(other(x), model(x))

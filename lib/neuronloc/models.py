@@ -10,9 +10,9 @@ before the weights are read.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,7 +303,7 @@ def split_rows(model: torch.nn.Module) -> torch.nn.Module:
     and modules whose forward is already wrapped (accelerate's device hooks) keep theirs."""
     for module in model.modules():
         if type(module) is torch.nn.Linear and "forward" not in vars(module):
-            module.forward = types.MethodType(_linear_in_blocks, module)
+            module.forward = functools.partial(_linear_in_blocks, module)  # pickles, unlike a bound method
     return model
 
 
