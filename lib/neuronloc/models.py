@@ -272,7 +272,7 @@ def contiguous_input(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-SPLIT_ROWS = 32  # the most rows a linear splits (bench/results/rows.json: 1.45x at 1 row, 1.37x at 4, 1.1x at 16-32)
+SPLIT_ROWS = 32  # the most rows a linear splits (bench/results/rows.json at 2 threads: 1.39x at 1 row, 1.46x at 4, 1.05x at 32)
 SPLIT_BLOCKS = 4  # blocks of the weight's rows: fixed, so the numbers do not depend on the thread count
 
 
