@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import write  # noqa: E402
+from common import interleaved, speedup, write  # noqa: E402
 
 
 def main(n_questions: int = 12, repetitions: int = 5) -> None:
@@ -49,21 +48,14 @@ def main(n_questions: int = 12, repetitions: int = 5) -> None:
 
     a, b = one_by_one(), batched()  # warm-up, and the check
     diff = max(float((x.probs - y.probs).abs().max()) for x, y in zip(a, b))
-    runs = {"one_by_one": [], "batched": []}
-    for _ in range(repetitions):
-        for name, fn in (("one_by_one", one_by_one), ("batched", batched)):
-            t = time.perf_counter()
-            fn()
-            runs[name].append(time.perf_counter() - t)
-    ratios = np.array(runs["one_by_one"]) / np.array(runs["batched"])
+    runs = interleaved({"one_by_one": one_by_one, "batched": batched}, repetitions)
     work = n_questions * len(sets)
     write("erase", {
         "model": "smollm2-135m", "device": "cpu", "threads": torch.get_num_threads(), "task": "gsm8k (cloze_norm)",
         "questions": n_questions, "neuron_sets": len(sets), "repetitions": repetitions,
         "one_by_one_s_per_question_set": round(float(np.median(runs["one_by_one"])) / work, 4),
         "batched_s_per_question_set": round(float(np.median(runs["batched"])) / work, 4),
-        "speedup_median": round(float(np.median(ratios)), 2),
-        "speedup_range": [round(float(ratios.min()), 2), round(float(ratios.max()), 2)],
+        **speedup(runs["one_by_one"], runs["batched"]),
         "max_probability_difference": float(f"{diff:.2g}"),
     })
 

@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import write  # noqa: E402
+from common import speedup, write  # noqa: E402
 
 
 def main(n_batches: int = 6, n_neurons: int = 200, repetitions: int = 3) -> None:
@@ -48,14 +48,11 @@ def main(n_batches: int = 6, n_neurons: int = 200, repetitions: int = 3) -> None
     for _ in range(repetitions):
         for name, sparse in (("sparse", True), ("masked", False)):
             runs[name].append(epoch(sparse)[0])
-    ratios = [m / s for m, s in zip(runs["masked"], runs["sparse"])]
     write("finetune", {"model": "smollm2-135m", "device": "cpu", "threads": torch.get_num_threads(),
                        "batch": 8, "steps_per_epoch": len(batches), "neurons": n_neurons, "repetitions": repetitions,
                        "sparse_s_per_step": round(statistics.median(runs["sparse"]), 3),
                        "masked_s_per_step": round(statistics.median(runs["masked"]), 3),
-                       "speedup_median": round(statistics.median(ratios), 2),
-                       "speedup_range": [round(min(ratios), 2), round(max(ratios), 2)],
-                       "max_weight_difference": diff})
+                       **speedup(runs["masked"], runs["sparse"]), "max_weight_difference": diff})
 
 
 if __name__ == "__main__":

@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import write  # noqa: E402
+from common import interleaved, speedup, write  # noqa: E402
 
 
 def main(rows: int = 310, positions: int = 2, repetitions: int = 5) -> None:
@@ -42,20 +41,12 @@ def main(rows: int = 310, positions: int = 2, repetitions: int = 5) -> None:
             head._forward_pre_hooks[handle] = hook
 
     diff = float((forward() - without()).abs().max())  # warm-up, and the check
-    runs = {"contiguous": [], "strided": []}
-    for _ in range(repetitions):
-        for name, fn in (("contiguous", forward), ("strided", without)):
-            t = time.perf_counter()
-            fn()
-            runs[name].append(time.perf_counter() - t)
-    ratios = [s / c for s, c in zip(runs["strided"], runs["contiguous"])]
+    runs = interleaved({"contiguous": forward, "strided": without}, repetitions)
     write("head", {"model": "smollm2-135m", "device": "cpu", "threads": torch.get_num_threads(), "rows": rows,
                    "positions": positions, "repetitions": repetitions,
                    "contiguous_seconds": round(statistics.median(runs["contiguous"]), 4),
                    "strided_seconds": round(statistics.median(runs["strided"]), 4),
-                   "speedup_median": round(statistics.median(ratios), 2),
-                   "speedup_range": [round(min(ratios), 2), round(max(ratios), 2)],
-                   "max_logit_difference": diff})
+                   **speedup(runs["strided"], runs["contiguous"]), "max_logit_difference": diff})
 
 
 if __name__ == "__main__":

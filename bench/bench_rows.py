@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import write  # noqa: E402
+from common import interleaved, speedup, write  # noqa: E402
 
 
 def main(row_counts=(1, 4, 8, 16, 32, 64), repetitions: int = 7, threads: int = 2) -> None:
@@ -52,17 +51,10 @@ def main(row_counts=(1, 4, 8, 16, 32, 64), repetitions: int = 7, threads: int = 
         fns = {"split": run(split, rows), "plain": run(plain, rows)}
         for fn in fns.values():
             fn()  # warm-up
-        times = {k: [] for k in fns}
-        for _ in range(repetitions):
-            for name, fn in fns.items():
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
-        ratios = [p / s for p, s in zip(times["plain"], times["split"])]
+        times = interleaved(fns, repetitions)
         out["rows"][rows] = {"split_seconds": round(statistics.median(times["split"]), 4),
                              "plain_seconds": round(statistics.median(times["plain"]), 4),
-                             "speedup_median": round(statistics.median(ratios), 2),
-                             "speedup_range": [round(min(ratios), 2), round(max(ratios), 2)]}
+                             **speedup(times["plain"], times["split"])}
         print(rows, out["rows"][rows], flush=True)
     write("rows", out)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import resource
+import statistics
 import time
 from pathlib import Path
 
@@ -49,6 +50,25 @@ def timed(fn, repeat: int = 1):
         result = fn()
         best = min(best, time.perf_counter() - t)
     return best, result
+
+
+def interleaved(fns: dict, repetitions: int) -> dict[str, list[float]]:
+    """Wall seconds of each call of `fns` ({name: call}) over `repetitions` rounds, the calls of
+    a round one after another, so load on the machine hits all of them alike."""
+    runs = {name: [] for name in fns}
+    for _ in range(repetitions):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - t)
+    return runs
+
+
+def speedup(slow: list[float], fast: list[float]) -> dict:
+    """The median and range of slow / fast, repetition by repetition, as the benches write them."""
+    ratios = [s / f for s, f in zip(slow, fast)]
+    return {"speedup_median": round(statistics.median(ratios), 2),
+            "speedup_range": [round(min(ratios), 2), round(max(ratios), 2)]}
 
 
 def write(name: str, data: dict) -> None:
