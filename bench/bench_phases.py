@@ -70,8 +70,7 @@ def neurgrad(repeat: int = 3, threads: int | None = None) -> dict:
     forward + batched backward (one position: memory-bound, every weight read about twice)."""
     from neuronloc.attribution import answer_position_grads
     from neuronloc.attribution.gradients import answer_position_grads as grads_of
-    from neuronloc.engine import prefix_cache
-    from common import timed
+    from neuronloc.engine import decoder_of, prefix_cache
 
     if threads:
         torch.set_num_threads(threads)
@@ -86,20 +85,25 @@ def neurgrad(repeat: int = 3, threads: int | None = None) -> dict:
         with torch.no_grad():
             return prefix_cache(lm, query.prefix)
 
+    def prefix_to_the_end():  # the prefix forward without `prefix_cache`'s stop before the last FFN
+        with torch.no_grad():
+            return decoder_of(lm.model)(input_ids=query.prefix[None].to(lm.device), use_cache=True)
+
     options = torch.arange(query.n_options)
-    times = {"forward": [], "neurgrad": [], "prefix": []}
-    forward(), answer_position_grads(lm, query, options, "answer_prob"), prefix()  # warm-up
-    for _ in range(repeat):  # interleaved, so machine load hits all three alike
+    times = {"forward": [], "neurgrad": [], "prefix": [], "prefix_to_the_end": []}
+    forward(), answer_position_grads(lm, query, options, "answer_prob"), prefix(), prefix_to_the_end()  # warm-up
+    for _ in range(repeat):  # interleaved, so machine load hits all four alike
         for name, fn in (("forward", forward), ("neurgrad", lambda: grads_of(lm, query, options, "answer_prob")),
-                         ("prefix", prefix)):
+                         ("prefix", prefix), ("prefix_to_the_end", prefix_to_the_end)):
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
     ratios = sorted(n / f for n, f in zip(times["neurgrad"], times["forward"]))
     best = {k: min(v) for k, v in times.items()}
     return {"forward_seconds": best["forward"], "neurgrad_seconds": best["neurgrad"], "prefix_seconds": best["prefix"],
+            "prefix_to_the_end_seconds": best["prefix_to_the_end"],
             "rows_seconds": best["neurgrad"] - best["prefix"], "median_ratio": ratios[len(ratios) // 2],
-            "ratio_range": [ratios[0], ratios[-1]], "repetitions": repeat,
+            "ratio_range": [ratios[0], ratios[-1]], "repetitions": repeat, "ratios": ratios,
             "threads": torch.get_num_threads(), "tokens": len(query.prompt), "n_options": query.n_options}
 
 

@@ -340,3 +340,41 @@ def test_a_model_with_split_rows_pickles_and_copies():
     for other in (torch.load(buffer, weights_only=False), copy.deepcopy(model)):
         assert all(m.forward.args[0] is m for m in other)
         assert torch.equal(other(x), model(x))
+
+
+@pytest.mark.parametrize("family", [f for f in __import__("neuronloc.sites", fromlist=["FAMILIES"]).FAMILIES if f != "bert"])
+def test_the_prefix_cache_stops_before_the_last_ffn_and_holds_every_layers_keys_and_values(family):
+    """prefix_cache ends the forward at the last layer's FFN, which does not run; every layer's
+    keys and values are bitwise those of a forward run to its end, and the answer position run
+    from the cache gives the whole prompt's logits. A layer hooked by accelerate runs to its end."""
+    from conftest import CharTokenizer
+    from test_sites import SPECS, build
+    from neuronloc.engine import decoder_of, returned_cache, with_cache
+    from neuronloc.models import from_module
+
+    lm = from_module(build(family), CharTokenizer(), name=family)
+    ids = torch.randint(2, 64, (9,), generator=torch.Generator().manual_seed(0))
+    layers = lm.model.get_submodule(SPECS[family][1])
+    ran = []
+    handles = [layer.get_submodule(SPECS[family][2]).register_forward_hook(lambda m, a, o, l=l: ran.append(l))
+               for l, layer in enumerate(layers)]  # runs when the FFN has run
+    try:
+        with torch.no_grad():
+            cache = prefix_cache(lm, ids[:8])
+            assert ran == list(range(len(layers) - 1))
+            whole = returned_cache(decoder_of(lm.model)(input_ids=ids[None, :8], use_cache=True))
+            assert len(cache.layers) == len(whole.layers) == len(layers)
+            for ours, theirs in zip(cache.layers, whole.layers):
+                assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+            last = lm.model(input_ids=ids[None, 8:], use_cache=True, **with_cache(lm.model, cache)).logits[0, -1]
+            assert torch.allclose(last, lm.model(input_ids=ids[None]).logits[0, -1], rtol=1e-5, atol=1e-6)
+            ran.clear()
+            layers[-1].get_submodule(SPECS[family][2])._hf_hook = None  # as accelerate marks a hooked module
+            try:
+                prefix_cache(lm, ids[:8])
+            finally:
+                del layers[-1].get_submodule(SPECS[family][2])._hf_hook
+            assert ran == list(range(len(layers)))
+    finally:
+        for h in handles:
+            h.remove()
