@@ -67,6 +67,8 @@ def test_report_lists_every_claim(run_dir):
     assert rows["NL-17"][8] == "[01_bad](../../figures/tiny-model/01_bad.png)"
     assert "cloze read-out" in rows["NL-17"][9] and "01_neuronllm" in rows["NL-17"][9]
     assert rows["NL-01"][6] == "inconclusive" and "underpowered" in rows["NL-01"][7]
+    assert "below the sesoi" in rows["NL-17"][7]  # replicated, and [1.5, 4.75] is under 0 + 22.3
+    assert "below the sesoi" not in rows["NG-04"][7] + rows["NL-01"][7] + rows["NG-03"][7]
     assert "paper inconsistent" in rows["NL-01"][7]  # CLAIMS.md: NL-01's averages include Fail cells
     assert rows["NL-13"][6] == "n/a" and "two sizes" in rows["NL-13"][9] and rows["NL-13"][3] == "—"
     assert rows["NG-03"][6] == "contradicted" and rows["NG-03"][8].startswith("missing:")
@@ -187,3 +189,21 @@ def test_run_notebooks_counts_the_cache_entries_a_run_writes(tmp_path):
     for name in ("a.pt", "b.pt"):
         (tmp_path / "cache" / name).write_bytes(b"x")
     assert module.cache_entries(tmp_path) == 2
+
+
+def test_below_sesoi_marks_replicated_claims_whose_interval_also_excludes_the_sesoi():
+    """greater t: hi < t + sesoi; less t: lo > t - sesoi; only for replicated claims (a boundary
+    value is not below); within and n/a never."""
+    greater = {"kind": "greater", "threshold": 0.0, "sesoi": 2.0, "unit": "pp"}
+    less = {"kind": "less", "threshold": 50.0, "sesoi": 10.0, "unit": "%"}
+
+    def claim(rule, lo, hi):
+        est = Estimate((lo + hi) / 2, lo, hi, 10, "questions")
+        return Claim("NL-99", "", "", est.value, "pp", [lo, hi], 10, "questions", rule, claims.decide(rule, est))
+    assert report.below_sesoi(claim(greater, 0.5, 1.9))
+    assert not report.below_sesoi(claim(greater, 0.5, 2.0))  # hi exactly at t + sesoi
+    assert claim(greater, -0.5, 1.9).verdict == "contradicted" and not report.below_sesoi(claim(greater, -0.5, 1.9))
+    assert report.below_sesoi(claim(less, 41.0, 49.0))
+    assert not report.below_sesoi(claim(less, 40.0, 49.0))  # lo exactly at t - sesoi
+    assert not report.below_sesoi(claim({"kind": "within", "bounds": [0, 1], "sesoi": 0.0, "unit": ""}, 0.2, 0.3))
+    assert not report.below_sesoi(None)

@@ -143,8 +143,22 @@ def _estimate(claim: Claim) -> str:
     return text + (f" {claim.unit}" if claim.unit else "")
 
 
+def below_sesoi(claim: Claim | None) -> bool:
+    """A replicated claim whose interval also excludes every effect of at least the sesoi: the
+    direction is shown (replicated first, `claims.decide`), the size is under half the paper's."""
+    if claim is None or claim.verdict != "replicated" or claim.ci is None or claim.ci[0] is None:
+        return False
+    rule, (lo, hi) = claim.rule, claim.ci
+    sesoi = rule.get("sesoi", 0)
+    if rule["kind"] == "greater":
+        return hi < rule["threshold"] + sesoi
+    return rule["kind"] == "less" and lo > rule["threshold"] - sesoi
+
+
 def _flags(claim: Claim | None, entry: dict, unstable: set[str] = frozenset()) -> list[str]:
     flags = list(claim.flags) if claim else []
+    if below_sesoi(claim):
+        flags.append("below the sesoi")
     if entry["inconsistencies"] and "paper inconsistent" not in flags:
         flags.append("paper inconsistent")
     if entry["id"] in unstable:
@@ -187,7 +201,9 @@ def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = N
               "Flags: `underpowered` — the interval's half-width exceeds the paper's effect; `collapse` — an "
               "intervention answered one label for >= 90 % of the questions; `paper inconsistent` — the paper's "
               "own numbers for this claim do not add up (listed under the table); `run-dependent` — another run "
-              "of the same notebook gave another verdict (Repeated runs).", ""]
+              "of the same notebook gave another verdict (Repeated runs); `below the sesoi` — replicated in "
+              "direction, but the interval also excludes the smallest effect of interest: the effect is "
+              "smaller than half the paper's.", ""]
     if notebooks:
         lines += ["| notebook | status | wall time | claims |", "| --- | --- | ---: | ---: |"]
         for name, info in sorted(notebooks.items()):
