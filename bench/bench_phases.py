@@ -69,8 +69,8 @@ def neurgrad(repeat: int = 3, threads: int | None = None) -> dict:
     prefix forward into the KV cache (compute-bound, ~ a forward) and the answer position's
     forward + batched backward (one position: memory-bound, every weight read about twice)."""
     from neuronloc.attribution import answer_position_grads
-    from neuronloc.attribution.gradients import answer_position_grads as grads_of
     from neuronloc.engine import decoder_of, prefix_cache
+    from common import interleaved
 
     if threads:
         torch.set_num_threads(threads)
@@ -90,14 +90,11 @@ def neurgrad(repeat: int = 3, threads: int | None = None) -> dict:
             return decoder_of(lm.model)(input_ids=query.prefix[None].to(lm.device), use_cache=True)
 
     options = torch.arange(query.n_options)
-    times = {"forward": [], "neurgrad": [], "prefix": [], "prefix_to_the_end": []}
-    forward(), answer_position_grads(lm, query, options, "answer_prob"), prefix(), prefix_to_the_end()  # warm-up
-    for _ in range(repeat):  # interleaved, so machine load hits all four alike
-        for name, fn in (("forward", forward), ("neurgrad", lambda: grads_of(lm, query, options, "answer_prob")),
-                         ("prefix", prefix), ("prefix_to_the_end", prefix_to_the_end)):
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+    fns = {"forward": forward, "neurgrad": lambda: answer_position_grads(lm, query, options, "answer_prob"),
+           "prefix": prefix, "prefix_to_the_end": prefix_to_the_end}
+    for fn in fns.values():
+        fn()  # warm-up
+    times = interleaved(fns, repeat)  # machine load hits all four alike
     ratios = sorted(n / f for n, f in zip(times["neurgrad"], times["forward"]))
     best = {k: min(v) for k, v in times.items()}
     return {"forward_seconds": best["forward"], "neurgrad_seconds": best["neurgrad"], "prefix_seconds": best["prefix"],
