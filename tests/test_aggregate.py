@@ -55,6 +55,22 @@ def test_kn_select():
     assert kn_select(neg, share=0.1).ids.tolist() == []
 
 
+def test_kn_select_ranks_as_a_sort_by_count_then_mean_then_id():
+    # the slow reference: Python's sort of every kept neuron by (-count, -mean score, id);
+    # integer scores make ties in both count and mean common
+    gen = torch.Generator().manual_seed(0)
+    for E, share, k in ((5, 0.4, None), (8, 0.25, None), (6, 0.5, 7), (3, 0.0, None)):
+        es = torch.randint(-3, 6, (E, 3, 16), generator=gen).double()
+        flat = es.reshape(E, -1)
+        top = flat.max(1, keepdim=True).values
+        count = ((flat > 0.2 * top) & (top > 0)).sum(0)
+        mean = flat.mean(0)
+        ref = sorted((i for i in range(flat.shape[1]) if count[i] >= share * E), key=lambda i: (-int(count[i]), -float(mean[i]), i))
+        sel = kn_select(es, threshold=0.2, share=share, k=k)
+        assert sel.ids.tolist() == ref[:k]
+        assert sel.mask.reshape(-1).nonzero().reshape(-1).tolist() == sorted(ref[:k])
+
+
 def test_sigma_mask_both_spreads():
     # scores [0, 0, 0, 0, 10]: mean 2, deviations [-2, -2, -2, -2, 8]
     # population var = (4 * 4 + 64) / 5 = 16, std = 4

@@ -175,6 +175,14 @@ def test_erase_run_reads_each_mask_once_where_it_belongs(lm):
     other = erase_run(lm, site, QUESTIONS, "c", masks, kn, ["a", "b"], config, seed=0)
     assert set(other) == {"base", "of a", "of b"}
     assert np.array_equal(other["of a"], out["located 6"])
+    # the base model's answers passed in (the notebook's evaluate_options reading): not read again, the rest the same
+    given = evaluate_options(lm, QUESTIONS).correct.numpy().astype(float)
+    assert np.array_equal(given, out["base"])
+    again = erase_run(lm, site, QUESTIONS, "a", masks, kn, ["a", "b"], config, seed=0, base=given[::-1].copy())
+    assert list(again) == list(out) and np.array_equal(again["base"], given[::-1])
+    assert all(np.array_equal(np.asarray(again[k]), np.asarray(out[k])) for k in out if k != "base")
+    with pytest.raises(ValueError, match="2 answers for"):
+        erase_run(lm, site, QUESTIONS, "a", masks, kn, ["a", "b"], config, seed=0, base=given[:2])
 
 
 # ---------------------------------------------------------------- enhance
@@ -501,5 +509,31 @@ def test_cn21_related_minus_unrelated_by_hand():
                                     base={d: erased[d]["base"] for d in datasets}, trivial={d: 0.25 for d in datasets})}
     # enhance: Meta_Math +50 points, unrelated (emotion, code, imdb) 0 -> +50; erase: all 0 -> gap 0; min = 0
     assert rows["CN-21"].estimate == pytest.approx(0.0) and rows["CN-21"].verdict == "contradicted"  # hi < 11
-    assert "enhance part (50.0)" in rows["CN-21"].note and "erase part (0.0)" in rows["CN-21"].note
+    assert "enhance part (50.0;" in rows["CN-21"].note and "erase part (0.0;" in rows["CN-21"].note
     assert rows["CN-19"].verdict == "n/a" and "one sigma" in rows["CN-19"].note
+
+
+def test_cn21_from_a_located_only_gsm8k_run_and_an_erase_read_elsewhere():
+    # notebook 03's layout: GSM8K fine-tuned in the Located arm only and read on Emotion, IMDB, Meta_Math (not Code);
+    # Code, competent and erased, is the erase part's unrelated data set all the same
+    n, datasets = 40, ["gsm8k", "emotion", "code", "metamath", "imdb"]
+    half = (np.arange(n) < n // 2).astype(float)
+    quarter = (np.arange(n) < 3 * n // 4).astype(float)
+    erased = {d: {"base": np.ones(n), "of gsm8k": quarter if d == "metamath" else np.ones(n)} for d in ("code", "metamath")}
+    erased["gsm8k"] = _erased(n, np.random.default_rng(0), {6.0: 0.5})  # trained: every key of `erase_run`
+    base = {d: np.zeros(n) if d == "metamath" else np.ones(n) for d in datasets}
+    read = {4: {"gsm8k": np.ones(n), "emotion": np.ones(n), "imdb": np.ones(n), "metamath": half}}
+    enhanced = {("gsm8k", "Located"): _run(read, 4)}
+    halves, cross = halves_draws({d: _scores(6, i) for i, d in enumerate(datasets)}, select_cnl(3.0, "std"), (), [], 20, 0)
+    rows = {c.id: c for c in claims(datasets=datasets, competent=["gsm8k", "code", "metamath"], trained=["gsm8k"], sigma=6.0,
+                                    sigmas=(6.0,), halves=halves, cross=cross, kn_halves=halves,
+                                    var_shares={d: 0.1 for d in datasets}, erased=erased, enhanced=enhanced, epochs=(1, 2, 4),
+                                    n_resamples=200, seed=0, base=base, trivial={d: 0.25 for d in datasets})}
+    # enhance: Meta_Math 0 -> 50 %, Emotion and IMDB unchanged: +50; erase: Meta_Math -25, Code 0: 0 - (-25) = +25; min = 25
+    assert rows["CN-21"].estimate == pytest.approx(25.0) and rows["CN-21"].n == 3 * n
+    assert "enhance part (50.0; unrelated: emotion, imdb)" in rows["CN-21"].note
+    assert "erase part (25.0; unrelated: code)" in rows["CN-21"].note
+    lo, hi = rows["CN-21"].ci
+    assert lo <= 25.0 <= hi and rows["CN-21"].verdict == decide(rows["CN-21"].rule, rows["CN-21"].as_estimate())
+    # one arm is not Table 2: the arm claims read no GSM8K run
+    assert all(rows[i].verdict == "n/a" for i in ("CN-15", "CN-16", "CN-17", "CN-24"))

@@ -243,7 +243,7 @@ SMOKE = Scale(
     NeuronLLM(tasks=("neuronllm/sentiment", "neuronllm/commonsense"), n_train=1, n_eval=4, ig_steps=4, z=5000 / PAPER_NEURONS, k=20,
               ratios=(0.0, 0.5, 1.0), budgets=(10, 20), n_layers=4, n_pool=4, random_seeds=2, n_position=1,
               side_ratios=(0.0, 1.0)),
-    CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 6), ("emotion", 6)), data_sizes=(4, 6),
+    CNL(ig_steps=4, sigmas=(3.0, 6.0), n_localize=(("gsm8k", 6), ("emotion", 6), ("metamath", 4)), data_sizes=(4, 6),
         max_answer_tokens=2, max_chars=350,
         n_facts=4, n_paraphrases=3, n_reliability=4, n_pairs=5, pair_steps=3, kn_steps=4, n_edits=2, n_edit_layers=3,
         cov_texts=100,

@@ -93,11 +93,12 @@ def kn_select(example_scores: torch.Tensor, threshold: float = KN.threshold, sha
     kept = (es > threshold * top) & (top > 0)
     count = kept.sum(0)
     selected = count >= share * E
-    # rank by count, then by mean score; one stable argsort per key, last key first
-    mean = es.mean(0)
-    order = torch.argsort(-mean, stable=True)
-    order = order[torch.argsort(-count[order], stable=True)]
-    ids = order[selected[order]][:k]
+    # rank the selected neurons by count, then by mean score, then by id: one stable argsort
+    # per key, last key first, over the selected ids only (a bootstrap calls this thousands
+    # of times, and sorting all L * N neurons was most of notebook 03's interval cell)
+    ids = torch.nonzero(selected).reshape(-1)
+    order = ids[torch.argsort(-es.mean(0)[ids], stable=True)]
+    ids = order[torch.argsort(-count[order], stable=True)][:k]
     return Selection(mask=ids_to_mask(ids, (L, N)), ids=ids)
 
 

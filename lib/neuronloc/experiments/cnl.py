@@ -81,10 +81,11 @@ def random_draws(lm: LM, site: Site, questions: Sequence[MCQuestion], count: int
 
 def erase_run(lm: LM, site: Site, questions: Sequence[MCQuestion], name: str,
               masks: dict[str, dict[float, torch.Tensor]], kn: torch.Tensor, trained: Sequence[str],
-              config: CNL, seed: int) -> dict[str, np.ndarray | list[np.ndarray]]:
+              config: CNL, seed: int, base: np.ndarray | None = None) -> dict[str, np.ndarray | list[np.ndarray]]:
     """Every erase (CNL §5.4) read on data set `name`'s `questions`, as `correct` arrays:
 
-      "base"                 nothing zeroed
+      "base"                 nothing zeroed: `base` where given (the notebook's one reading of
+                             the unedited model on these questions; not read again), else read
       "located {s}", "random {s}"  (name in `trained`) its own sigma-s mask, for every s in
                              config.sigmas (Table 3); random: config.n_random draws of as many
                              neurons at config.sigma, one at the other sigmas (`random_draws`)
@@ -95,7 +96,9 @@ def erase_run(lm: LM, site: Site, questions: Sequence[MCQuestion], name: str,
     masks: {data set: {sigma: bool `[layer, neuron]`}}; kn: bool `[layer, neuron]`. Every
     set is read in one `evaluate_zeroed` pass (the sets of a question as rows of one batch).
     """
-    sets: dict[str, list] = {"base": [[]]}  # key -> its neuron sets; a key of random draws holds several
+    if base is not None and len(base) != len(questions):
+        raise ValueError(f"base has {len(base)} answers for {len(questions)} questions")
+    sets: dict[str, list] = {} if base is not None else {"base": [[]]}  # key -> its neuron sets (random draws: several)
     if name in trained:
         for sigma in config.sigmas:
             own = mask_to_ids(masks[name][sigma])
@@ -111,6 +114,8 @@ def erase_run(lm: LM, site: Site, questions: Sequence[MCQuestion], name: str,
     read = iter(_zeroed(lm, site, questions, [s for v in sets.values() for s in v]))
     out = {k: [next(read) for _ in v] for k, v in sets.items()}
     out = {k: v if k in ("kn random", *(f"random {s:g}" for s in config.sigmas)) else v[0] for k, v in out.items()}
+    if base is not None:
+        out = {"base": np.asarray(base, dtype=float), **out}
     for other in trained:  # the "of" keys last, in trained order; a data set's own is its located sigma mask
         out[f"of {other}"] = out.pop(f"of {other}") if f"of {other}" in out else out[own_key]
     return out
@@ -562,7 +567,8 @@ def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequen
             dm = [e[c == i].mean() - b[c == i].mean() for i in range(len(tested))]
             return 100 * (dm[0] - np.mean(dm[1:]))
         erase_ok = "metamath" in competent and "metamath" in erased and "of gsm8k" in erased["metamath"]
-        unrel = [t for t in tested[1:] if t in competent and t in erased and "of gsm8k" in erased[t]]
+        # the erase part's unrelated data sets: every competent erased one (whether or not the enhance run read it)
+        unrel = [t for t in datasets if t not in ("gsm8k", "metamath") and t in competent and t in erased and "of gsm8k" in erased[t]]
         if len(tested) < 2:
             nothing("CN-21", "no data set besides GSM8K and Meta_Math is evaluated: nothing unrelated to compare with")
         elif erase_ok and unrel:
@@ -576,7 +582,8 @@ def claims(*, datasets: Sequence[str], competent: Sequence[str], trained: Sequen
             est = Estimate.of(metrics.bootstrap_ci(related, enh, b0, codes, **ci), len(codes), "questions")
             ers_est = Estimate.of(metrics.bootstrap_ci(unrelated_loss, ers, np.concatenate([erased[t]["base"] for t in t2]), codes2, **ci),
                                   len(codes2), "questions")
-            notes.setdefault("CN-21", f"the smaller of the enhance part ({fmt(est.value)}) and the erase part ({fmt(ers_est.value)})")
+            notes.setdefault("CN-21", f"the smaller of the enhance part ({fmt(est.value)}; unrelated: {', '.join(tested[1:])}) "
+                                      f"and the erase part ({fmt(ers_est.value)}; unrelated: {', '.join(unrel)})")
             add("CN-21", Estimate(min(est.value, ers_est.value), min(est.lo, ers_est.lo), min(est.hi, ers_est.hi),
                                   n=len(codes), n_of="questions"))
         else:
