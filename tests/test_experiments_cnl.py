@@ -486,8 +486,17 @@ def test_claims_na_when_nothing_is_fine_tuned_or_competent():
                                     erased={}, enhanced={}, epochs=(1,), base={}, trivial={}, n_resamples=50, seed=0)}
     for id in ("CN-18", "CN-19", "CN-25"):
         assert rows[id].verdict == "n/a" and "precondition" in rows[id].note
-    for id in ("CN-15", "CN-16", "CN-17", "CN-24", "CN-21"):
+    for id in ("CN-15", "CN-16", "CN-17", "CN-24"):
         assert rows[id].verdict == "n/a" and "fine-tuned" in rows[id].note
+    assert rows["CN-21"].verdict == "n/a" and "needs GSM8K and Meta_Math" in rows["CN-21"].note
+    # with Meta_Math among the data sets but no GSM8K run (SCALE=default: `transfer` off), the reason says so
+    three = datasets + ["metamath"]
+    halves3, cross3 = halves_draws({d: _scores(6, i) for i, d in enumerate(three)}, select_cnl(3.0, "std"), (), (), 20, 0)
+    rows3 = {c.id: c for c in claims(datasets=three, competent=[], trained=datasets, sigma=6.0, sigmas=(3.0, 6.0),
+                                     halves=halves3, cross=cross3, kn_halves=halves3, var_shares={d: 0.1 for d in three},
+                                     erased={}, enhanced={}, epochs=(1,), base={}, trivial={}, n_resamples=50, seed=0)}
+    assert rows3["CN-21"].verdict == "n/a" and "not fine-tuned at this scale" in rows3["CN-21"].note
+    assert "transfer" in rows3["CN-21"].note
     assert rows["CN-20"].verdict == "n/a"
     # variance shares 0.1 and 0.2 %: inside [0.04, 0.56]
     assert rows["CN-14"].verdict == "replicated" and rows["CN-14"].ci == pytest.approx([0.1, 0.2])

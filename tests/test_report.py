@@ -111,6 +111,12 @@ def test_repeated_runs_are_compared_and_flagged(run_dir):
     text = report.render(run_dir)
     assert "| NG-03 | contradicted: 0.31 [0.28, 0.34] share | replicated: 0.62 [0.55, 0.7] share (under another rule: not compared) |" in text
     assert "run-dependent" not in _rows(text.split("## NeuronLLM")[1])["NG-03"][7]
+    # a claim the other run did not measure (n/a there) is listed, not flagged
+    rows_json = [measured("NG-04", Estimate(0.5, 0.44, 0.56, 8, "prompts")), na("NG-03", "not run at that commit")]
+    write_claims(other, rows_json)
+    text = report.render(run_dir)
+    assert "| NG-03 | contradicted: 0.31 [0.28, 0.34] share | n/a: — (n/a in one of the runs: not compared) |" in text
+    assert "run-dependent" not in _rows(text.split("## NeuronLLM")[1])["NG-03"][7]
     import shutil
     shutil.rmtree(run_dir / "reruns")
     assert "## Repeated runs" not in report.render(run_dir) and "run-dependent" not in _rows(report.render(run_dir))["NG-03"][7]
@@ -131,6 +137,18 @@ def test_forest_plots_place_each_claim_against_its_threshold(run_dir, tmp_path):
     assert (figures / "report_neuronllm.png").exists() and (figures / "report_neg.png").exists()
     assert not (figures / "report_cnl.png").exists()  # nothing measured
     assert "Forest plot: [report_neuronllm](" in path.read_text()
+
+
+def test_a_notebook_without_a_cache_is_not_called_a_replay(run_dir):
+    # 00_quickstart keeps nothing in a Store: 0 entries written is its cold run, not a replay
+    assert not report.uses_cache("00_quickstart") and report.uses_cache("03_cnl_erase_enhance")
+    assert report.uses_cache("05_neg")  # not a notebook of this repository: as before
+    timings = json.loads((run_dir / "timings.json").read_text())
+    timings["notebooks"]["00_quickstart"] = {"seconds": 32, "status": "ok", "cache_entries_written": 0, "computed_seconds": None}
+    (run_dir / "timings.json").write_text(json.dumps(timings))
+    text = report.render(run_dir)
+    assert "| 00_quickstart | ok | 32 s | 0 |" in text
+    assert "| 05_neg | ok | 2 min 05 s (from its cache; last computing run 11 min 40 s) | 2 |" in text
 
 
 def test_report_without_timings_says_so(tmp_path, monkeypatch):

@@ -85,7 +85,9 @@ def repeated(run_dir: Path, found: dict[str, tuple[str, Claim]]) -> tuple[list[s
     note.md saying when, from which commit and under what load it ran. Every claim of those
     notebooks is compared with this run's: same verdict or not, with both estimates. A claim
     whose other run carries another rule (its estimate or interval defined otherwise, as the
-    registry said then) is listed but not flagged: that run measured something else."""
+    registry said then) is listed but not flagged: that run measured something else. So is a
+    claim that is n/a in one of the two runs (not measured there, e.g. before the notebook ran
+    the experiment): there is no second verdict to compare."""
     lines, unstable = [], set()
     for folder in sorted(p for p in (Path(run_dir) / "reruns").glob("*") if p.is_dir()):
         other = collect(folder)
@@ -96,16 +98,25 @@ def repeated(run_dir: Path, found: dict[str, tuple[str, Claim]]) -> tuple[list[s
         same = [i for i, (_, c) in other.items() if i in found and found[i][1].verdict == c.verdict]
         differ = sorted(i for i in other if i in found and i not in same)
         redefined = {i for i in differ if other[i][1].rule != found[i][1].rule}
-        unstable |= set(differ) - redefined
+        unmeasured = {i for i in differ if "n/a" in (other[i][1].verdict, found[i][1].verdict)} - redefined
+        unstable |= set(differ) - redefined - unmeasured
         lines += [f"**{folder.name}** ({', '.join(notebooks)}): {len(same)} of {len(same) + len(differ)} verdicts "
                   f"the same as in this run." + (f" {' '.join(note.read_text(encoding='utf-8').split())}" if note.exists() else ""), ""]
         if differ:
             lines += ["| id | this run | the other run |", "| --- | --- | --- |"]
             lines += [f"| {i} | {found[i][1].verdict}: {_estimate(found[i][1])} | {other[i][1].verdict}: "
-                      f"{_estimate(other[i][1])}{' (under another rule: not compared)' if i in redefined else ''} |"
+                      f"{_estimate(other[i][1])}{' (under another rule: not compared)' if i in redefined else ''}"
+                  f"{' (n/a in one of the runs: not compared)' if i in unmeasured else ''} |"
                       for i in differ]
             lines.append("")
     return (["## Repeated runs", ""] + lines if lines else []), unstable
+
+
+def uses_cache(notebook: str) -> bool:
+    """Whether notebook `notebook` (a name under notebooks/) keeps results in a `Store`: for one
+    that does not (00), writing no cache entry is not a replay. Unknown notebooks: True."""
+    path = ROOT / "notebooks" / f"{notebook}.ipynb"
+    return not path.exists() or "Store" in path.read_text(encoding="utf-8")
 
 
 def number(x, sig: int = 2) -> str:
@@ -208,7 +219,7 @@ def render(run_dir: str | os.PathLike, report_path: str | os.PathLike | None = N
         lines += ["| notebook | status | wall time | claims |", "| --- | --- | ---: | ---: |"]
         for name, info in sorted(notebooks.items()):
             n_claims = sum(nb == name for nb, _ in found.values())
-            replay = info.get("cache_entries_written") == 0
+            replay = info.get("cache_entries_written") == 0 and uses_cache(name)
             computed = info.get("computed_seconds")
             wall = duration(info.get("seconds", 0)) + (
                 f" (from its cache; last computing run {duration(computed)})" if replay and computed else
