@@ -106,7 +106,7 @@ def repeated(run_dir: Path, found: dict[str, tuple[str, Claim]]) -> tuple[list[s
             lines += ["| id | this run | the other run |", "| --- | --- | --- |"]
             lines += [f"| {i} | {found[i][1].verdict}: {_estimate(found[i][1])} | {other[i][1].verdict}: "
                       f"{_estimate(other[i][1])}{' (under another rule: not compared)' if i in redefined else ''}"
-                  f"{' (n/a in one of the runs: not compared)' if i in unmeasured else ''} |"
+                      f"{' (n/a in one of the runs: not compared)' if i in unmeasured else ''} |"
                       for i in differ]
             lines.append("")
     return (["## Repeated runs", ""] + lines if lines else []), unstable
