@@ -147,22 +147,31 @@ def check_rule(rule: dict, id: str = "?") -> dict:
     return rule
 
 
+def excludes_sesoi(rule: dict, lo: float, hi: float) -> bool:
+    """Whether the interval [lo, hi] excludes every effect of at least the rule's sesoi on the
+    claimed side of its threshold ("greater": hi < threshold + sesoi; "less": lo > threshold -
+    sesoi): what makes `decide` call an interval that is not replicated contradicted. False for
+    the other kinds."""
+    kind, sesoi = rule["kind"], rule.get("sesoi", 0)
+    if kind == "greater":
+        return hi < rule["threshold"] + sesoi
+    return kind == "less" and lo > rule["threshold"] - sesoi
+
+
 def decide(rule: dict, estimate: Estimate) -> str:
     """The verdict that `rule` gives on `estimate` (module docstring): "replicated",
     "contradicted" or "inconclusive"."""
     check_rule(rule)
-    kind, sesoi = rule["kind"], rule.get("sesoi", 0)
+    kind = rule["kind"]
     if kind == "exact":
         return "replicated" if abs(estimate.value - rule["threshold"]) <= rule["tolerance"] else "contradicted"
     if not estimate.has_interval:
         return "inconclusive"
     lo, hi = estimate.lo, estimate.hi
-    if kind == "greater":
+    if kind in ("greater", "less"):
         t = rule["threshold"]
-        return "replicated" if lo > t else "contradicted" if hi < t + sesoi else "inconclusive"
-    if kind == "less":
-        t = rule["threshold"]
-        return "replicated" if hi < t else "contradicted" if lo > t - sesoi else "inconclusive"
+        shown = lo > t if kind == "greater" else hi < t
+        return "replicated" if shown else "contradicted" if excludes_sesoi(rule, lo, hi) else "inconclusive"
     a, b = rule["bounds"]
     return "replicated" if a <= lo and hi <= b else "contradicted" if hi < a or lo > b else "inconclusive"
 

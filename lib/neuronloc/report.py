@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from .claims import PAPERS, VERDICTS, Claim, ClaimError, describe, read_claims, registry
+from .claims import PAPERS, VERDICTS, Claim, ClaimError, describe, excludes_sesoi, read_claims, registry
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (lib/neuronloc/report.py)
 NOT_RUN = "n/a — not run yet"
@@ -159,11 +159,7 @@ def below_sesoi(claim: Claim | None) -> bool:
     direction is shown (replicated first, `claims.decide`), the size is under half the paper's."""
     if claim is None or claim.verdict != "replicated" or claim.ci is None or claim.ci[0] is None:
         return False
-    rule, (lo, hi) = claim.rule, claim.ci
-    sesoi = rule.get("sesoi", 0)
-    if rule["kind"] == "greater":
-        return hi < rule["threshold"] + sesoi
-    return rule["kind"] == "less" and lo > rule["threshold"] - sesoi
+    return excludes_sesoi(claim.rule, *claim.ci)
 
 
 def _flags(claim: Claim | None, entry: dict, unstable: set[str] = frozenset()) -> list[str]:
